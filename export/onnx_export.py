@@ -1,0 +1,81 @@
+"""torch -> ONNX with the TorchScript exporter: its graphs are the ones onnxruntime's
+transformer fusions match (dynamo graphs break them, onnxruntime #19423)."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from .models import TASK_SPECS, OnnxWrapper
+
+INPUT_NAMES = ("input_ids", "attention_mask")
+TWO_GB = 2 * 1024**3
+
+
+def dummy_inputs(task: str, mask_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded example batch; multiple-choice gets the (batch, choices, seq) layout."""
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1]])
+    if task == "fill-mask" and mask_token_id is not None:
+        ids[:, 2] = mask_token_id
+    mask = (ids != 1).long()
+    if task == "multiple-choice":
+        return ids.unsqueeze(0), mask.unsqueeze(0)
+    return ids, mask
+
+
+def dynamic_axes(task: str) -> dict[str, dict[int, str]]:
+    seq_axes = {0: "batch", 1: "choices", 2: "sequence"} if task == "multiple-choice" else {
+        0: "batch", 1: "sequence"}
+    axes: dict[str, dict[int, str]] = {name: seq_axes for name in INPUT_NAMES}
+    for out in TASK_SPECS[task].outputs:
+        if task == "fill-mask":
+            axes[out] = {0: "masks"}
+        elif task in ("text-classification", "zero-shot-classification"):
+            axes[out] = {0: "batch"}
+        elif task == "multiple-choice":
+            axes[out] = {0: "batch", 1: "choices"}
+        else:
+            axes[out] = {0: "batch", 1: "sequence"}
+    return axes
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def export_onnx(model: torch.nn.Module, task: str, path: Path, mask_token_id: int | None,
+                opset: int = 17, external_data: bool | None = None) -> Path:
+    """Trace `model` for `task` to `path` (fp32); external data when >2 GB or forced."""
+    wrapper = OnnxWrapper(model, task, mask_token_id).eval()
+    path = Path(path)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper, dummy_inputs(task, mask_token_id), str(path),
+            input_names=list(INPUT_NAMES), output_names=list(TASK_SPECS[task].outputs),
+            dynamic_axes=dynamic_axes(task), opset_version=opset, do_constant_folding=True,
+            dynamo=False,
+        )
+    model.eval()  # export restores the wrapper's mode; keep the model in eval for parity
+    if external_data is None:
+        external_data = model_bytes(model) > TWO_GB
+    if external_data:
+        save_onnx(onnx.load(str(path)), path, external_data=True)
+    return path
+
+
+def save_onnx(proto: onnx.ModelProto, path: Path, external_data: bool) -> list[Path]:
+    """Write a model, its weights in one `<name>.data` file when `external_data`; returns
+    every file written."""
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    for stale in (data,):
+        stale.unlink(missing_ok=True)
+    if external_data:
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+        return [path, data]
+    onnx.save_model(proto, str(path))
+    return [path]

