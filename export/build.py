@@ -197,7 +197,7 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
             _copy_model(fp32, out / name)
         elif precision == "int8":
             recipe, tried = _int8_with_gate(fp32, out / name, external, feeds, task, names,
-                                            opts.min_agreement, log)
+                                            opts.min_agreement, config, log)
             parity["int8_recipes_tried"] = tried
         elif precision == "fp16":
             quantize.convert_fp16(fp32, out / name, external)
@@ -248,7 +248,7 @@ def _copy_model(src: Path, dst: Path) -> None:
 
 
 def _int8_with_gate(fp32: Path, dst: Path, external: bool, feeds, task, names,
-                    threshold: float, log) -> tuple[str, list[dict[str, Any]]]:
+                    threshold: float, config: Any, log) -> tuple[str, list[dict[str, Any]]]:
     """Try the int8 recipes in order until top-1 agreement with fp32 reaches `threshold`."""
     ref_sess = validate.onnx_session(fp32)
     cache: dict[int, list] = {}
@@ -260,9 +260,10 @@ def _int8_with_gate(fp32: Path, dst: Path, external: bool, feeds, task, names,
 
     tried = []
     for recipe in quantize.INT8_RECIPES:
-        quantize.quantize_int8(fp32, dst, recipe, external)
+        kept = quantize.quantize_int8(fp32, dst, recipe, external, config.hidden_size,
+                                      config.intermediate_size)
         cmp = _compare_files(fp32_ref, dst, feeds, task, names)
-        tried.append({"recipe": recipe.name, **cmp.as_dict()})
+        tried.append({"recipe": recipe.name, "fp32_matmuls": len(kept), **cmp.as_dict()})
         log(f"      int8 recipe {recipe.name}: top-1 agreement {cmp.top1_agreement:.4f}")
         if cmp.top1_agreement >= threshold:
             return recipe.name, tried
@@ -285,7 +286,9 @@ def _sentence_embedding(model_id: str | Path) -> dict[str, Any] | None:
                  else f"pooling_mode_{m}_tokens")), "mean")
     modules = folder / "modules.json"
     normalize = modules.is_file() and "Normalize" in modules.read_text()
-    return {"pooling": mode, "normalize": normalize}
+    st_cfg = folder / "sentence_bert_config.json"
+    max_seq = json.loads(st_cfg.read_text()).get("max_seq_length") if st_cfg.is_file() else None
+    return {"pooling": mode, "normalize": normalize, "max_seq_length": max_seq}
 
 
 def _print_summary(manifest: Manifest, output: Path, log: Callable[[str], None]) -> None:

@@ -106,6 +106,9 @@ class OnnxWrapper(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         if self.task == "fill-mask":
             return self._masked_lm(input_ids, attention_mask)
+        if self.task == "causal-lm":
+            hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+            return self._lm_head(hidden)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         if self.task == "feature-extraction":
             return out.last_hidden_state
@@ -114,15 +117,16 @@ class OnnxWrapper(torch.nn.Module):
         return out.logits
 
     def _masked_lm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """LM head on the <mask> rows only: [n_masks, vocab] instead of [batch, seq, vocab].
-
-        The decoder is written W @ h.T so W stays the one initializer the embedding Gather
-        reads (tied weights stored once, and quantized once)."""
-        base = self.model.base_model
-        hidden = base(input_ids=input_ids, attention_mask=attention_mask)[0]
+        """LM head on the <mask> rows only: [n_masks, vocab] instead of [batch, seq, vocab]."""
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
         flat = hidden.reshape(-1, hidden.shape[-1])
         rows = torch.nonzero(input_ids.reshape(-1) == self.mask_token_id).squeeze(1)
+        return self._lm_head(flat.index_select(0, rows))
+
+    def _lm_head(self, x: torch.Tensor) -> torch.Tensor:
+        """dense -> gelu -> layer_norm -> tied decoder, the decoder written (W @ x^T)^T so W stays
+        the one initializer the embedding Gather reads: stored once, and quantized once."""
         head = self.model.lm_head
-        x = head.layer_norm(torch.nn.functional.gelu(head.dense(flat.index_select(0, rows))))
+        x = head.layer_norm(torch.nn.functional.gelu(head.dense(x)))
         bias = head.decoder.bias if head.decoder.bias is not None else head.bias
-        return torch.matmul(head.decoder.weight, x.transpose(0, 1)).transpose(0, 1) + bias
+        return torch.matmul(head.decoder.weight, x.transpose(-1, -2)).transpose(-1, -2) + bias

@@ -17,37 +17,37 @@ class Int8Recipe:
     name: str
     per_channel: bool = False
     reduce_range: bool = False
-    keep_sensitive_fp32: bool = False
+    fp32_ffn: str = ""  # "", "out" (down-projections) or "all" (both FFN MatMuls) kept fp32
 
 
+# The known remedies, in order of cost (onnxruntime #9599: int8 MiniLM near random). On CPUs
+# without VNNI the u8s8 kernels can saturate, which reduce_range (7-bit weights) avoids.
 INT8_RECIPES = (
     Int8Recipe("default"),
     Int8Recipe("per_channel", per_channel=True),
     Int8Recipe("per_channel+reduce_range", per_channel=True, reduce_range=True),
-    Int8Recipe("per_channel+reduce_range+fp32_ffn_out", per_channel=True, reduce_range=True,
-               keep_sensitive_fp32=True),
+    Int8Recipe("per_channel+reduce_range+fp32_ffn_out", True, True, "out"),
+    Int8Recipe("per_channel+reduce_range+fp32_ffn", True, True, "all"),
 )
 
 
-def sensitive_matmuls(proto: onnx.ModelProto) -> list[str]:
-    """The FFN down-projections (weight [intermediate, hidden]): their inputs carry the
-    outlier activations that make int8 collapse on some checkpoints (onnxruntime #9599)."""
+def ffn_matmuls(proto: onnx.ModelProto, hidden: int, intermediate: int, which: str) -> list[str]:
+    """Names of the FFN MatMuls, found by weight shape: the down-projections ([intermediate,
+    hidden]) read the outlier activations that make int8 collapse; "all" adds the up-projections."""
     shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
-    out = []
-    for node in proto.graph.node:
-        if node.op_type == "MatMul" and len(node.input) > 1:
-            shape = shapes.get(node.input[1])
-            if shape and len(shape) == 2 and shape[0] > shape[1] and shape[0] % shape[1] == 0:
-                out.append(node.name)
-    return out
+    wanted = {(intermediate, hidden)} | ({(hidden, intermediate)} if which == "all" else set())
+    return [n.name for n in proto.graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and shapes.get(n.input[1]) in wanted]
 
 
-def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool) -> None:
-    """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included)."""
+def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
+                  hidden: int, intermediate: int) -> list[str]:
+    """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included); returns
+    the MatMuls the recipe kept in fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    exclude = sensitive_matmuls(onnx.load(str(src), load_external_data=False)) \
-        if recipe.keep_sensitive_fp32 else []
+    exclude = ffn_matmuls(onnx.load(str(src), load_external_data=False), hidden, intermediate,
+                          recipe.fp32_ffn) if recipe.fp32_ffn else []
     quantize_dynamic(
         str(src), str(dst), weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
         reduce_range=recipe.reduce_range, nodes_to_exclude=exclude,
@@ -56,6 +56,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool)
         # the fused com.microsoft ops have no type inference: without this the quantizer fails
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+    return exclude
 
 
 def convert_fp16(src: Path, dst: Path, external_data: bool) -> None:

@@ -27,6 +27,7 @@ def save_xlmr_tokenizer(folder: Path) -> None:
 def save_bpe_tokenizer(folder: Path) -> int:
     """A byte-level BPE (RoBERTa-style) trained on a few sentences; returns its vocab size."""
     from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
     from transformers import RobertaTokenizerFast
 
     from export.validate import DEFAULT_TEXTS
@@ -34,10 +35,13 @@ def save_bpe_tokenizer(folder: Path) -> int:
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(list(DEFAULT_TEXTS) * 3, vocab_size=400, min_frequency=1,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
     folder.mkdir(parents=True, exist_ok=True)
-    bpe.save_model(str(folder))
-    tok = RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"),
-                               merges_file=str(folder / "merges.txt"), model_max_length=512)
+    bpe.save(str(folder / "tokenizer.json"))
+    tok = RobertaTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), model_max_length=512,
+                               bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                               cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                               mask_token="<mask>")
     tok.save_pretrained(str(folder))
     return len(tok)
 
