@@ -1,0 +1,115 @@
+"""A loaded bundle: manifest checked, tokenizer and onnxruntime session loaded in parallel
+(the two slow parts of a cold start), provider and precision chosen and said out loud."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError, InputTooLongError
+from .manifest import Manifest, ModelFile, read_manifest, verify_files
+from .session import choose_provider, create_session
+from .tokenization import TextTokenizer, pad_batch, special_ids
+
+log = logging.getLogger("xlmr.runtime")
+
+CPU_ORDER = ("int8", "fp32", "int4", "fp16")
+CUDA_ORDER = ("fp16", "fp32", "int4", "int8")
+
+
+def default_precision(manifest: Manifest, provider: str) -> str:
+    """int8 on CPU, fp16 on CUDA (int8 kernels are CPU-only), else what the bundle holds."""
+    order = CUDA_ORDER if provider == "cuda" else CPU_ORDER
+    return next(p for p in order if p in manifest.precisions)
+
+
+@dataclasses.dataclass
+class Bundle:
+    folder: Path
+    manifest: Manifest
+    tokenizer: TextTokenizer
+    session: Any
+    provider: str
+    model_file: ModelFile
+    specials: dict[str, int]
+    input_names: tuple[str, ...]
+
+    @property
+    def precision(self) -> str:
+        return self.model_file.precision
+
+    @property
+    def pad_id(self) -> int:
+        return self.specials.get("pad", 1)
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
+        """One forward pass; the feed is built from the graph's own input names."""
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        return self.session.run(None, {n: feed[n] for n in self.input_names})
+
+    def run_rows(self, rows: list[list[int]], batch_size: int,
+                 layout: str = "token") -> list[list[np.ndarray]]:
+        """Forward many rows: sorted by length so padding stays small, cut into batches,
+        padded to each batch's longest row; returns each row's outputs in the caller's order.
+        `layout` says how outputs split back into rows: 'token' ([batch, seq, ...], cut to the
+        row's length), 'row' ([batch, ...]) or 'mask' ([masks, vocab], the <mask> rows in order)."""
+        for r in rows:
+            self.check_length(len(r))
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        results: list[list[np.ndarray]] = [[] for _ in rows]
+        mask_id = self.specials.get("mask")
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask = pad_batch([rows[i] for i in idx], self.pad_id)
+            outs = self.run(ids, mask)
+            offset = 0
+            for j, i in enumerate(idx):
+                if layout == "token":
+                    results[i] = [o[j, :len(rows[i])] for o in outs]
+                elif layout == "row":
+                    results[i] = [o[j] for o in outs]
+                else:
+                    n = int((ids[j] == mask_id).sum())
+                    results[i] = [o[offset:offset + n] for o in outs]
+                    offset += n
+        return results
+
+    def check_length(self, n: int) -> None:
+        if n > self.manifest.max_length:
+            raise InputTooLongError(f"inputs must have at most {self.manifest.max_length} tokens. "
+                                    f"Given: {n}")
+
+
+def open_bundle(folder: str | Path, provider: str = "auto", precision: str | None = None,
+                threads: int | None = None, verify: bool = True) -> Bundle:
+    """Load a bundle folder. `verify` checks sha256 of every file (sizes are always checked)."""
+    import onnxruntime as ort
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    verify_files(manifest, folder, full=verify)
+    want = choose_provider(provider, ort.get_available_providers())
+    precision = precision or default_precision(manifest, want)
+    model_file = manifest.file_for(precision)
+    if want == "cuda" and precision == "int8":
+        log.warning("int8 runs slowly on the CUDA provider; prefer the bundle's fp16 file")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        tok = pool.submit(TextTokenizer, folder / manifest.tokenizer["file"],
+                          manifest.tokenizer.get("clean_up_tokenization_spaces", False))
+        sess = pool.submit(create_session, folder / model_file.path, want, threads,
+                           provider == "cuda")
+        tokenizer, (session, used) = tok.result(), sess.result()
+    if used != want and precision == "fp16":
+        raise BundleError("the fp16 file is for CUDA; on CPU load precision int8 or fp32")
+    log.info("bundle %s: task %s, provider %s, precision %s", folder, manifest.task, used,
+             precision)
+    return Bundle(folder=folder, manifest=manifest, tokenizer=tokenizer, session=session,
+                  provider=used, model_file=model_file,
+                  specials=special_ids(tokenizer, manifest.special_tokens),
+                  input_names=tuple(i.name for i in session.get_inputs()))

@@ -1,0 +1,79 @@
+"""Execution providers and threads: which provider a host gets (CUDA when onnxruntime-gpu and
+a GPU are there, else CPU, said out loud), and intra-op threads from the CPUs this process may
+really use (cgroup quota and affinity, as on Lambda), never the host's count."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ProviderError
+
+log = logging.getLogger("xlmr.runtime")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+PROVIDERS = ("auto", "cpu", "cuda")
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process can use: affinity mask, capped by a cgroup v2/v1 CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    return max(1, min(count, math.ceil(quota))) if quota else max(1, count)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    try:
+        fields = (root / "cpu.max").read_text().split()
+        if fields and fields[0] != "max":
+            return int(fields[0]) / int(fields[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return q / p if q > 0 and p > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def choose_provider(requested: str, available: Sequence[str]) -> str:
+    """'cpu' or 'cuda' for `requested` given onnxruntime's available providers."""
+    if requested not in PROVIDERS:
+        raise ProviderError(f"provider must be one of {', '.join(PROVIDERS)}, got {requested!r}")
+    if requested == "cuda" and CUDA not in available:
+        raise ProviderError("provider 'cuda' asked for, but this onnxruntime has no CUDA provider "
+                            "(install xlmr-serverless[gpu], i.e. onnxruntime-gpu, not onnxruntime)")
+    if requested == "auto":
+        return "cuda" if CUDA in available else "cpu"
+    return requested
+
+
+def create_session(path: Path, provider: str, threads: int | None,
+                   strict: bool = False) -> tuple[Any, str]:
+    """An InferenceSession on `provider`; returns it with the provider it really runs on.
+    CUDA that fails to initialise (no GPU, no driver) falls back to CPU with a warning, or
+    raises when the caller asked for CUDA explicitly (`strict`)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or usable_cpus()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    providers: list[Any] = [CPU]
+    if provider == "cuda":
+        providers = [(CUDA, {"device_id": 0}), CPU]
+    session = ort.InferenceSession(str(path), opts, providers=providers)
+    used = "cuda" if session.get_providers()[0] == CUDA else "cpu"
+    if provider == "cuda" and used != "cuda":
+        if strict:
+            raise ProviderError("provider 'cuda' asked for, but no GPU could be initialised")
+        log.warning("CUDA provider could not start (no GPU?): serving on CPU")
+    return session, used

@@ -1,0 +1,156 @@
+"""Extractive question-answering, as transformers 4.57's pipelines/question_answering.py (5.x
+removed it): question-first windows over the context with doc_stride, CLS inside the softmax,
+spans up to max_answer_len tokens, word alignment, case-insensitive duplicate merging."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import EmptyInputError, InvalidInputError
+from ..pipeline import Pipeline, positive_int
+
+
+def decode_spans(start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int,
+                 undesired_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best (start, end) spans with end >= start and length <= max_answer_len. As 4.57, except
+    that k == number of candidates sorts instead of crashing (transformers #44327)."""
+    if start.ndim == 1:
+        start = start[None]
+    if end.ndim == 1:
+        end = end[None]
+    outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
+    candidates = np.tril(np.triu(outer), max_answer_len - 1)
+    flat = candidates.flatten()
+    if topk == 1:
+        idx_sort = [np.argmax(flat)]
+    elif len(flat) <= topk:
+        idx_sort = np.argsort(-flat)
+    else:
+        idx = np.argpartition(-flat, topk)[0:topk]
+        idx_sort = idx[np.argsort(-flat[idx])]
+    starts, ends = np.unravel_index(idx_sort, candidates.shape)[1:]
+    keep = np.isin(starts, undesired_tokens.nonzero()) & np.isin(ends, undesired_tokens.nonzero())
+    starts, ends = starts[keep], ends[keep]
+    return starts, ends, candidates[0, starts, ends]
+
+
+def select_starts_ends(start: np.ndarray, end: np.ndarray, p_mask: np.ndarray,
+                       attention_mask: np.ndarray, min_null_score: float, top_k: int,
+                       handle_impossible_answer: bool, max_answer_len: int) -> tuple:
+    """Softmax the logits over allowed tokens (context and CLS), track the null score."""
+    undesired = np.abs(p_mask - 1) & attention_mask
+    masked = undesired == 0.0
+    start = np.where(masked, -10000.0, start)
+    end = np.where(masked, -10000.0, end)
+    start = np.exp(start - start.max(axis=-1, keepdims=True))
+    start = start / start.sum()
+    end = np.exp(end - end.max(axis=-1, keepdims=True))
+    end = end / end.sum()
+    if handle_impossible_answer:
+        min_null_score = min(min_null_score, (start[0, 0] * end[0, 0]).item())
+    start[0, 0] = end[0, 0] = 0.0
+    starts, ends, scores = decode_spans(start, end, top_k, max_answer_len, undesired)
+    return starts, ends, scores, min_null_score
+
+
+def char_span(enc: Any, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
+    """Character span of tokens s..e in the context: whole words when aligning, else offsets."""
+    if align_to_words:
+        try:
+            return (enc.word_to_chars(enc.token_to_word(s), sequence_index=1)[0],
+                    enc.word_to_chars(enc.token_to_word(e), sequence_index=1)[1])
+        except Exception:
+            pass
+    return enc.offsets[s][0], enc.offsets[e][1]
+
+
+def normalize_examples(inputs: Any, question: Any, context: Any) -> tuple[list[dict[str, str]], bool]:
+    """The argument forms of QuestionAnsweringArgumentHandler -> ([{question, context}], single)."""
+    if inputs is None:
+        if question is None or context is None:
+            raise InvalidInputError("question-answering needs a question and a context")
+        if isinstance(question, list) and isinstance(context, str):
+            inputs = [{"question": q, "context": context} for q in question]
+        elif isinstance(question, list) and isinstance(context, list):
+            if len(question) != len(context):
+                raise InvalidInputError("Questions and contexts don't have the same lengths")
+            inputs = [{"question": q, "context": c} for q, c in zip(question, context)]
+        elif isinstance(question, str) and isinstance(context, str):
+            inputs = {"question": question, "context": context}
+        else:
+            raise InvalidInputError("question must be a string or a list, context a string or a list")
+    items = [inputs] if isinstance(inputs, dict) else inputs
+    if not isinstance(items, list) or not items:
+        raise EmptyInputError("question-answering inputs are {\"question\": ..., \"context\": ...}")
+    for item in items:
+        if not isinstance(item, dict):
+            raise InvalidInputError('each input must be {"question": str, "context": str}')
+        for k in ("question", "context"):
+            if not isinstance(item.get(k), str) or not item[k]:
+                raise InvalidInputError(f"`{k}` must be a non-empty string")
+    return items, len(items) == 1
+
+
+class QuestionAnsweringPipeline(Pipeline):
+    task = "question-answering"
+    parameters = frozenset({"top_k", "doc_stride", "max_answer_len", "max_seq_len",
+                            "max_question_len", "handle_impossible_answer", "align_to_words",
+                            "padding", "question", "context"})
+
+    def __call__(self, inputs: Any = None, **params: Any) -> Any:
+        self.check_parameters(params)
+        examples, single = normalize_examples(inputs, params.pop("question", None),
+                                              params.pop("context", None))
+        top_k = positive_int("top_k", params.get("top_k", 1))
+        max_answer_len = positive_int("max_answer_len", params.get("max_answer_len", 15))
+        max_seq_len = positive_int("max_seq_len", params.get("max_seq_len") or
+                                   min(self.manifest.max_length, 384))
+        if max_seq_len > self.manifest.max_length:
+            raise InvalidInputError(f"max_seq_len must be at most {self.manifest.max_length}")
+        doc_stride = positive_int("doc_stride", params.get("doc_stride") or min(max_seq_len // 2, 128))
+        if doc_stride > max_seq_len:
+            raise InvalidInputError(f"`doc_stride` ({doc_stride}) is larger than `max_seq_len` "
+                                    f"({max_seq_len})")
+        results = [self.answer(x["question"], x["context"], top_k, max_answer_len, max_seq_len,
+                               doc_stride, bool(params.get("handle_impossible_answer", False)),
+                               bool(params.get("align_to_words", True))) for x in examples]
+        return results[0] if single else results
+
+    def windows(self, question: str, context: str, max_seq_len: int, doc_stride: int) -> list[Any]:
+        try:
+            enc = self.tokenizer.encode([(question, context)], truncation="only_second",
+                                        max_length=max_seq_len, stride=doc_stride)[0]
+        except Exception as exc:  # tokenizers: the question alone does not fit
+            raise InvalidInputError(f"the question is too long for max_seq_len {max_seq_len}: "
+                                    f"{exc}") from exc
+        return [enc, *enc.overflowing]
+
+    def answer(self, question: str, context: str, top_k: int, max_answer_len: int,
+               max_seq_len: int, doc_stride: int, impossible: bool, align: bool) -> Any:
+        windows = self.windows(question, context, max_seq_len, doc_stride)
+        outs = self.bundle.run_rows([w.ids for w in windows], self.batch_size, "token")
+        cls = self.bundle.specials.get("cls", self.bundle.specials.get("bos"))
+        min_null, answers = 1000000.0, []
+        pre_topk = top_k * 2 + 10 if align else top_k
+        for enc, (start, end) in zip(windows, outs):
+            p_mask = np.array([[sid != 1 for sid in enc.sequence_ids]], dtype=np.int64)
+            ids = np.array(enc.ids)
+            if cls is not None:
+                p_mask[0, ids == cls] = 0
+            attention = np.ones((1, len(ids)), dtype=np.int64)
+            starts, ends, scores, min_null = select_starts_ends(
+                start[None].astype(np.float32), end[None].astype(np.float32), p_mask, attention,
+                min_null, pre_topk, impossible, max_answer_len)
+            for s, e, score in zip(starts, ends, scores):
+                a, b = char_span(enc, int(s), int(e), align)
+                text = context[a:b]
+                same = next((x for x in answers if x["answer"].lower() == text.lower()), None)
+                if same:
+                    same["score"] += score.item()
+                else:
+                    answers.append({"score": score.item(), "start": a, "end": b, "answer": text})
+        if impossible:
+            answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
+        answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
+        return answers[0] if len(answers) == 1 else answers

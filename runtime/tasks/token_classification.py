@@ -1,0 +1,166 @@
+"""token-classification (NER), as transformers' pipelines/token_classification.py: the same
+sub-word heuristic, word aggregation, BIO grouping, ignore_labels after grouping, and stride
+windows merged by overlap. Scores are numpy.float32, as there. A text over the model's limit
+without `stride` is an error rather than silently cut."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputTooLongError, InvalidInputError
+from ..ops import softmax
+from ..pipeline import Pipeline, as_text_list, one_of, positive_int
+
+STRATEGIES = ("none", "simple", "first", "average", "max")
+
+
+def get_tag(name: str) -> tuple[str, str]:
+    if name.startswith("B-"):
+        return "B", name[2:]
+    if name.startswith("I-"):
+        return "I", name[2:]
+    return "I", name
+
+
+def overlap_merge(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entities of overlapping stride windows: keep the longer (then higher-scored) one."""
+    if not entities:
+        return entities
+    entities = sorted(entities, key=lambda x: x["start"])
+    out, prev = [], entities[0]
+    for e in entities:
+        if prev["start"] <= e["start"] < prev["end"]:
+            longer = e["end"] - e["start"] > prev["end"] - prev["start"]
+            same = e["end"] - e["start"] == prev["end"] - prev["start"]
+            if longer or same and e["score"] > prev["score"]:
+                prev = e
+        else:
+            out.append(prev)
+            prev = e
+    out.append(prev)
+    return out
+
+
+class TokenClassificationPipeline(Pipeline):
+    task = "token-classification"
+    parameters = frozenset({"aggregation_strategy", "ignore_labels", "stride"})
+
+    def __call__(self, inputs: Any, **params: Any) -> Any:
+        self.check_parameters(params)
+        strategy = one_of("aggregation_strategy", params.get("aggregation_strategy") or "none",
+                          STRATEGIES)
+        ignore = params.get("ignore_labels")
+        ignore = ["O"] if ignore is None else ignore
+        if not isinstance(ignore, list):
+            raise InvalidInputError("ignore_labels must be a list of labels")
+        stride = positive_int("stride", params["stride"]) if params.get("stride") is not None else None
+        limit = self.manifest.max_length
+        if stride is not None:
+            if stride >= limit:
+                raise InvalidInputError(f"stride must be less than the model's max length ({limit})")
+            if strategy == "none":
+                raise InvalidInputError("stride needs an aggregation_strategy other than none")
+        texts, was_list = as_text_list(inputs)
+        results = [self.one(t, strategy, ignore, stride) for t in texts]
+        return results if was_list else results[0]
+
+    def one(self, sentence: str, strategy: str, ignore: list[str], stride: int | None) -> list[Any]:
+        limit = self.manifest.max_length
+        if stride is None:
+            n = len(self.tokenizer.encode([sentence])[0].ids)
+            if n > limit:
+                raise InputTooLongError(f"inputs must have at most {limit} tokens. Given: {n}. "
+                                        "Pass stride (with an aggregation_strategy) to cover it all")
+        enc = self.tokenizer.encode([sentence], truncation="longest_first", max_length=limit,
+                                    stride=stride or 0)[0]
+        windows = [enc, *enc.overflowing] if stride else [enc]
+        outs = self.bundle.run_rows([w.ids for w in windows], self.batch_size, "token")
+        entities: list[dict[str, Any]] = []
+        for w, out in zip(windows, outs):
+            scores = softmax(out[0].astype(np.float32))
+            pre = self.gather_pre_entities(sentence, w, scores)
+            entities += [e for e in self.aggregate(pre, strategy)
+                         if e.get("entity") not in ignore and e.get("entity_group") not in ignore]
+        return overlap_merge(entities) if len(windows) > 1 else entities
+
+    def gather_pre_entities(self, sentence: str, enc: Any, scores: np.ndarray) -> list[dict[str, Any]]:
+        unk = self.bundle.specials.get("unk")
+        by_prefix = bool(self.tokenizer.continuing_subword_prefix)
+        pre = []
+        for idx, (tid, special, (start, end)) in enumerate(zip(enc.ids, enc.special_tokens_mask,
+                                                                enc.offsets)):
+            if special:
+                continue
+            word = self.tokenizer.id_to_token(tid)
+            ref = sentence[start:end]
+            if by_prefix:
+                is_subword = len(word) != len(ref)
+            else:
+                is_subword = start > 0 and " " not in sentence[start - 1:start + 1]
+            if tid == unk:
+                word, is_subword = ref, False
+            pre.append({"word": word, "scores": scores[idx], "start": start, "end": end,
+                        "index": idx, "is_subword": is_subword})
+        return pre
+
+    def aggregate(self, pre: list[dict[str, Any]], strategy: str) -> list[dict[str, Any]]:
+        id2label = self.manifest.id2label or {}
+        if strategy in ("none", "simple"):
+            entities = []
+            for p in pre:
+                i = int(p["scores"].argmax())
+                entities.append({"entity": id2label[i], "score": p["scores"][i], "index": p["index"],
+                                 "word": p["word"], "start": p["start"], "end": p["end"]})
+            return entities if strategy == "none" else self.group_entities(entities)
+        return self.group_entities(self.aggregate_words(pre, strategy))
+
+    def aggregate_words(self, pre: list[dict[str, Any]], strategy: str) -> list[dict[str, Any]]:
+        words, group = [], None
+        for p in pre:
+            if group is None:
+                group = [p]
+            elif p["is_subword"]:
+                group.append(p)
+            else:
+                words.append(self.aggregate_word(group, strategy))
+                group = [p]
+        if group is not None:
+            words.append(self.aggregate_word(group, strategy))
+        return words
+
+    def aggregate_word(self, group: list[dict[str, Any]], strategy: str) -> dict[str, Any]:
+        id2label = self.manifest.id2label or {}
+        if strategy == "first":
+            scores = group[0]["scores"]
+        elif strategy == "max":
+            scores = max(group, key=lambda e: e["scores"].max())["scores"]
+        else:
+            scores = np.nanmean(np.stack([e["scores"] for e in group]), axis=0)
+        i = int(scores.argmax())
+        return {"entity": id2label[i], "score": scores[i],
+                "word": self.tokenizer.tokens_to_string([e["word"] for e in group]),
+                "start": group[0]["start"], "end": group[-1]["end"]}
+
+    def group_entities(self, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        groups, current = [], []
+        for e in entities:
+            if not current:
+                current.append(e)
+                continue
+            bi, tag = get_tag(e["entity"])
+            _, last_tag = get_tag(current[-1]["entity"])
+            if tag == last_tag and bi != "B":
+                current.append(e)
+            else:
+                groups.append(self.group_sub_entities(current))
+                current = [e]
+        if current:
+            groups.append(self.group_sub_entities(current))
+        return groups
+
+    def group_sub_entities(self, entities: list[dict[str, Any]]) -> dict[str, Any]:
+        scores = np.nanmean([e["score"] for e in entities])
+        return {"entity_group": entities[0]["entity"].split("-", 1)[-1], "score": np.mean(scores),
+                "word": self.tokenizer.tokens_to_string([e["word"] for e in entities]),
+                "start": entities[0]["start"], "end": entities[-1]["end"]}

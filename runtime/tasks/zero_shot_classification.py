@@ -1,0 +1,84 @@
+"""zero-shot-classification, as transformers' pipelines/zero_shot_classification.py: one
+(premise, hypothesis) pair per candidate label through an NLI head, the entailment column
+found from label2id, no max-subtraction and reversed ties, exactly as there."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import EmptyInputError, InvalidInputError
+from ..pipeline import Pipeline, as_text_list
+
+DEFAULT_TEMPLATE = "This example is {}."
+
+
+def entailment_id(label2id: dict[str, int]) -> int:
+    """First label (config order) starting with 'entail'; -1 (the last column) otherwise."""
+    for label, ind in label2id.items():
+        if label.lower().startswith("entail"):
+            return ind
+    return -1
+
+
+def parse_labels(labels: Any) -> list[str]:
+    if isinstance(labels, str):
+        labels = [label.strip() for label in labels.split(",") if label.strip()]
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise InvalidInputError("candidate_labels must be a string or a list of strings")
+    return labels
+
+
+def scores_for(logits: np.ndarray, multi_label: bool, entail: int) -> np.ndarray:
+    """logits [labels, classes] -> one score per label."""
+    if multi_label or logits.shape[0] == 1:
+        contra = -1 if entail == 0 else 0
+        pair = logits[..., [contra, entail]]
+        return (np.exp(pair) / np.exp(pair).sum(-1, keepdims=True))[..., 1]
+    e = logits[..., entail]
+    return np.exp(e) / np.exp(e).sum(-1, keepdims=True)
+
+
+class ZeroShotClassificationPipeline(Pipeline):
+    task = "zero-shot-classification"
+    parameters = frozenset({"candidate_labels", "hypothesis_template", "multi_label"})
+
+    def __call__(self, inputs: Any, *args: Any, **params: Any) -> Any:
+        if len(args) == 1 and "candidate_labels" not in params:
+            params["candidate_labels"] = args[0]
+        self.check_parameters(params)
+        sequences, was_list = as_text_list(inputs, "sequences")
+        labels = parse_labels(params.get("candidate_labels", []))
+        template = params.get("hypothesis_template", DEFAULT_TEMPLATE)
+        if not labels:
+            raise EmptyInputError("You must include at least one label and at least one sequence.")
+        if not isinstance(template, str) or template.format(labels[0]) == template:
+            raise InvalidInputError(f'The provided hypothesis_template "{template}" was not able to '
+                                    "be formatted with the target labels. Make sure the passed "
+                                    "template includes formatting syntax such as {} where the "
+                                    "label should go.")
+        multi = bool(params.get("multi_label", False))
+        entail = entailment_id(self.manifest.label2id or {})
+        pairs = [(s, template.format(label)) for s in sequences for label in labels]
+        encs = self.encode(pairs)
+        logits = np.stack([o[0] for o in self.bundle.run_rows(encs, self.batch_size, "row")])
+        logits = logits.astype(np.float32).reshape(len(sequences), len(labels), -1)
+        results = []
+        for seq, row in zip(sequences, logits):
+            scores = scores_for(row, multi, entail)
+            top = list(reversed(scores.argsort()))
+            results.append({"sequence": seq, "labels": [labels[i] for i in top],
+                            "scores": scores[top].tolist()})
+        return results if was_list else results[0]
+
+    def encode(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
+        """Premise truncated first (only_first); if that cannot fit, no truncation at all, as
+        the pipeline retries on tokenizers' 'too short' error."""
+        try:
+            encs = self.tokenizer.encode(pairs, truncation="only_first",
+                                         max_length=self.manifest.max_length)
+        except Exception as exc:  # tokenizers raises a plain Exception here
+            if "too short" not in str(exc):
+                raise
+            encs = self.tokenizer.encode(pairs)
+        return [e.ids for e in encs]
