@@ -43,8 +43,26 @@ def _cgroup_quota(root: Path) -> float | None:
         return None
 
 
+def both_wheels_installed() -> bool:
+    """onnxruntime and onnxruntime-gpu side by side: the CPU wheel hides the CUDA provider."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = 0
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            version(dist)
+            found += 1
+        except PackageNotFoundError:
+            pass
+    return found == 2
+
+
 def choose_provider(requested: str, available: Sequence[str]) -> str:
     """'cpu' or 'cuda' for `requested` given onnxruntime's available providers."""
+    if requested != "cpu" and CUDA not in available and both_wheels_installed():
+        log.warning("onnxruntime and onnxruntime-gpu are both installed: the CPU wheel hides the "
+                    "CUDA provider (pip uninstall -y onnxruntime onnxruntime-gpu && "
+                    "pip install onnxruntime-gpu)")
     if requested not in PROVIDERS:
         raise ProviderError(f"provider must be one of {', '.join(PROVIDERS)}, got {requested!r}")
     if requested == "cuda" and CUDA not in available:

@@ -16,12 +16,24 @@ def xlmr_tokenizer_file() -> Path:
     return Path(semantra_multilingual.__file__).parent / "assets/multilingual-e5-small/tokenizer.json"
 
 
+_XLMR_SAVED: Path | None = None
+
+
 def save_xlmr_tokenizer(folder: Path) -> None:
+    """The hub's XLM-R tokenizer files, built once per process (3-4 s under transformers 5)."""
+    import shutil
+    import tempfile
+
     from transformers import XLMRobertaTokenizerFast
 
-    tok = XLMRobertaTokenizerFast(tokenizer_file=str(xlmr_tokenizer_file()))
-    tok.model_max_length = 512
-    tok.save_pretrained(str(folder))
+    global _XLMR_SAVED
+    if _XLMR_SAVED is None:
+        tok = XLMRobertaTokenizerFast(tokenizer_file=str(xlmr_tokenizer_file()))
+        tok.model_max_length = 512
+        _XLMR_SAVED = Path(tempfile.mkdtemp(prefix="xlmr-tok-"))
+        tok.save_pretrained(str(_XLMR_SAVED))
+    for f in _XLMR_SAVED.iterdir():
+        shutil.copyfile(f, Path(folder) / f.name)
 
 
 def save_bpe_tokenizer(folder: Path) -> int:
@@ -65,13 +77,16 @@ LABELS = {
 
 
 def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0,
-               hidden: int = 32, layers: int = 2, **config_kw) -> Path:
-    """Save a tiny random `arch` checkpoint for `task` (with its tokenizer) into `folder`."""
+               hidden: int = 32, layers: int = 2, tokenizer: str | None = None,
+               **config_kw) -> Path:
+    """Save a tiny random `arch` checkpoint for `task` (with its tokenizer) into `folder`:
+    the real XLM-R tokenizer for xlm-roberta, a small byte-level BPE otherwise (or as asked)."""
     import transformers
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if arch == "roberta":
+    tokenizer = tokenizer or ("xlmr" if arch == "xlm-roberta" else "bpe")
+    if tokenizer == "bpe":
         vocab = save_bpe_tokenizer(folder)
     else:
         save_xlmr_tokenizer(folder)

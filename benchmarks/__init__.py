@@ -1,0 +1,1 @@
+"""Benchmarks: this project's bundle against PyTorch and Optimum (see README)."""

@@ -1,0 +1,1 @@
+"""AWS Lambda adapter over runtime/ (installed as the package xlmr_lambda)."""

@@ -1,0 +1,133 @@
+"""The Lambda application: bundle loading, the routes on Powertools' resolvers, and the event
+dispatch for API Gateway REST (payload 1.0), HTTP API (2.0), Function URLs and direct
+invocation. handler.py builds it once per container; local.py builds it for a given bundle."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import (APIGatewayHttpResolver, APIGatewayRestResolver,
+                                                 CORSConfig, LambdaFunctionUrlResolver, Response)
+from aws_lambda_powertools.metrics import MetricUnit
+
+from .config import Settings, lambda_safe_environment
+from .service import Service, error_body, parse_json
+
+logger = Logger(service="xlmr-serverless", log_uncaught_exceptions=True)
+metrics = Metrics(namespace="xlmr-serverless", service="xlmr-serverless")
+
+
+def load_service(settings: Settings) -> Service:
+    """Load the bundle (image folder or S3); a failure is logged once and answered as 500s."""
+    from runtime import load
+
+    t0 = time.perf_counter()
+    logger.info("loading bundle", extra={"bundle_dir": str(settings.bundle_dir),
+                                         "model_s3_uri": settings.model_s3_uri})
+    try:
+        folder = settings.bundle_dir
+        if settings.model_s3_uri:
+            from .s3 import fetch_bundle
+
+            folder = fetch_bundle(settings.model_s3_uri)
+        pipe = load(folder, provider=settings.provider, precision=settings.precision,
+                    verify=settings.verify, batch_size=settings.batch_size)
+    except Exception as exc:  # logged with its cause; requests then get a clear 500
+        logger.exception("bundle failed to load", extra={"error": str(exc)})
+        return Service(None, settings.max_inputs, load_error=exc)
+    logger.info("bundle loaded", extra={"task": pipe.manifest.task, "provider": pipe.provider,
+                                        "precision": pipe.precision,
+                                        "load_ms": round((time.perf_counter() - t0) * 1000, 1)})
+    return Service(pipe, settings.max_inputs)
+
+
+def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
+    """One resolver with every route; errors mapped to JSON in one place."""
+    cors = CORSConfig(allow_origin=settings.cors_origin) if settings.cors_origin else None
+    app = resolver_cls(cors=cors)
+
+    def body() -> Any:
+        return parse_json(app.current_event.decoded_body, settings.max_body_bytes)
+
+    def respond(route: str, fn: Any, *args: Any) -> Response:
+        t0 = time.perf_counter()
+        result = fn(*args)
+        ms = (time.perf_counter() - t0) * 1000
+        metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ms)
+        logger.info("answered", extra={"route": route, "latency_ms": round(ms, 2),
+                                       "task": service.pipe.manifest.task if service.pipe else None,
+                                       **({"body": app.current_event.body}
+                                          if settings.log_inputs else {})})
+        return Response(200, "application/json", json.dumps(result, ensure_ascii=False))
+
+    @app.get("/health")
+    def health() -> Response:
+        h = service.health()
+        return Response(200 if h["status"] == "ok" else 503, "application/json", json.dumps(h))
+
+    @app.post("/predict")
+    def predict() -> Response:
+        return respond("/predict", service.predict, body())
+
+    @app.post("/embed")
+    def embed() -> Response:
+        return respond("/embed", service.embed, body())
+
+    @app.post("/v1/embeddings")
+    def openai_embeddings() -> Response:
+        return respond("/v1/embeddings", service.openai_embeddings, body())
+
+    @app.post("/rerank")
+    def rerank() -> Response:
+        return respond("/rerank", service.rerank, body())
+
+    @app.exception_handler(Exception)
+    def on_error(exc: Exception) -> Response:
+        request_id = getattr(app.lambda_context, "aws_request_id", "local")
+        status, payload = error_body(exc, request_id)
+        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
+        if status >= 500:
+            logger.exception("request failed", extra={"status": status})
+        else:
+            logger.info("request rejected", extra={"status": status, "type": payload["type"]})
+        return Response(status, "application/json", json.dumps(payload))
+
+    return app
+
+
+class Handler:
+    """Picks the resolver for the event's shape; direct invocations call /predict's logic."""
+
+    def __init__(self, service: Service, settings: Settings) -> None:
+        self.service, self.settings = service, settings
+        self.rest = build_app(service, settings, APIGatewayRestResolver)
+        self.http = build_app(service, settings, APIGatewayHttpResolver)
+        self.url = build_app(service, settings, LambdaFunctionUrlResolver)
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        if not isinstance(event, dict):
+            return {"error": "event must be a JSON object", "type": "validation"}
+        if "httpMethod" in event:
+            return self.rest.resolve(event, context)
+        if event.get("version") == "2.0" and "requestContext" in event:
+            domain = event["requestContext"].get("domainName", "")
+            return (self.url if ".lambda-url." in domain else self.http).resolve(event, context)
+        return self.direct(event, context)
+
+    def direct(self, event: dict[str, Any], context: Any) -> Any:
+        try:
+            return self.service.predict(event)
+        except Exception as exc:
+            status, payload = error_body(exc, getattr(context, "aws_request_id", "local"))
+            if status >= 500:
+                logger.exception("direct invocation failed")
+            return {"statusCode": status, **payload}
+
+
+def make_handler(settings: Settings) -> Handler:
+    lambda_safe_environment()
+    logging.getLogger("xlmr.runtime").setLevel(logging.INFO)
+    return Handler(load_service(settings), settings)

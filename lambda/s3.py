@@ -1,0 +1,50 @@
+"""A bundle from S3 into /tmp: manifest first, then every file it names, each checked against
+its sha256, the folder renamed into place atomically and reused by later cold starts in the
+same sandbox."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import BundleError
+from runtime.manifest import MANIFEST_NAME, read_manifest, verify_files
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise BundleError(f"MODEL_S3_URI must look like s3://bucket/prefix/, got {uri!r}")
+    bucket, _, prefix = uri[5:].partition("/")
+    return bucket, prefix.rstrip("/")
+
+
+def fetch_bundle(uri: str, root: Path = Path("/tmp"), client: Any = None) -> Path:
+    """Download (or reuse) the bundle at `uri`; returns its local folder."""
+    import boto3
+
+    s3 = client or boto3.client("s3")
+    bucket, prefix = parse_s3_uri(uri)
+    key = f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME
+    try:
+        raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:  # botocore raises many client errors
+        raise BundleError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
+    final = root / f"bundle-{hashlib.sha256(raw).hexdigest()[:16]}"
+    if (final / MANIFEST_NAME).is_file():
+        return final  # same sandbox, same bundle: reuse
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=root))
+    try:
+        (tmp / MANIFEST_NAME).write_bytes(raw)
+        manifest = read_manifest(tmp)
+        names = [manifest.tokenizer["file"]] + [f.path for f in manifest.files] + \
+            [e["path"] for f in manifest.files for e in f.external_data]
+        for name in names:
+            s3.download_file(bucket, f"{prefix}/{name}" if prefix else name, str(tmp / name))
+        verify_files(manifest, tmp, full=True)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

@@ -1,0 +1,228 @@
+"""export/: every task and architecture exports with fused ops and PyTorch parity; the bundle
+is self-describing and its tokenizer tokenizes as the source's; bad input is a clear error."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.conftest import TEXTS, needs_torch
+
+pytestmark = needs_torch
+
+TASKS = ["feature-extraction", "fill-mask", "text-classification", "token-classification",
+         "question-answering", "multiple-choice", "zero-shot-classification", "causal-lm"]
+
+
+@pytest.mark.parametrize("arch", ["xlm-roberta", "roberta", "xlm-roberta-xl"])
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_and_architecture(bundle_factory, task, arch):
+    from runtime.manifest import read_manifest, verify_files
+
+    folder = bundle_factory(task, arch)
+    m = read_manifest(folder)
+    verify_files(m, folder)
+    assert (m.task, m.architecture, m.max_length) == (task, arch, 512)
+    assert m.inputs == ("input_ids", "attention_mask")
+    assert m.parity["fp32"]["max_abs_diff"] <= 1e-4
+    assert {f.precision for f in m.files} == {"fp32", "int8"}
+    graph = onnx.load(str(folder / "model.fp32.onnx"), load_external_data=False).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    if task in ("text-classification", "zero-shot-classification", "token-classification"):
+        assert m.id2label and m.label2id and len(m.id2label) == len(m.label2id)
+
+
+@pytest.mark.parametrize("arch", ["xlm-roberta", "roberta"])
+def test_fusions_are_counted(bundle_factory, arch):
+    """A torch or onnxruntime upgrade that loses the fusions fails here, not in production."""
+    from export.optimize import count_ops
+
+    m = json.loads((bundle_factory("feature-extraction", arch) / "manifest.json").read_text())
+    assert m["parity"]["fused_ops"].get("Attention") == 2  # one per layer
+    assert m["parity"]["fused_ops"].get("SkipLayerNormalization", 0) >= 4
+    ops = count_ops(bundle_factory("feature-extraction", arch) / "model.fp32.onnx")
+    assert ops["Attention"] == 2 and ops["Softmax"] == 0
+
+
+def test_fill_mask_head_runs_on_mask_rows_only(bundle_factory):
+    import onnxruntime as ort
+
+    folder = bundle_factory("fill-mask")
+    sess = ort.InferenceSession(str(folder / "model.fp32.onnx"))
+    ids = np.array([[0, 250001, 9, 250001, 2], [0, 7, 250001, 2, 1]])
+    (logits,) = sess.run(None, {"input_ids": ids, "attention_mask": (ids != 1).astype(np.int64)})
+    assert logits.shape == (3, 250002)  # three masks, not 2 x 5 positions
+
+
+@pytest.mark.parametrize("task", ["fill-mask", "causal-lm"])
+def test_tied_lm_weights_stored_once(bundle_factory, model_factory, task):
+    """The 250k x hidden table appears once in fp32 and once (as int8) in the int8 file."""
+    from safetensors import safe_open
+
+    folder = bundle_factory(task)
+    with safe_open(str(model_factory(task) / "model.safetensors"), "np") as f:
+        table = f.get_tensor(next(k for k in f.keys() if "word_embeddings" in k))
+    fp32 = (folder / "model.fp32.onnx").stat().st_size
+    int8 = (folder / "model.int8.onnx").stat().st_size
+    assert table.nbytes < fp32 < 1.5 * table.nbytes
+    assert table.nbytes / 4 < int8 < 0.6 * table.nbytes  # embedding quantized as a Gather
+    from export.quantize import largest_initializer
+
+    assert largest_initializer(folder / "model.int8.onnx")[2] in ("int8", "uint8")
+
+
+def test_all_precisions_and_forced_external_data(model_factory, tmp_path):
+    from export.build import ExportOptions, build_bundle
+    from runtime import load
+
+    out = tmp_path / "b"
+    m = build_bundle(model_factory("text-classification"), "text-classification", out,
+                     ExportOptions(precisions=("fp32", "int8", "fp16", "int4"),
+                                   external_data=True, min_agreement=0.0), log=lambda s: None)
+    by = {f.precision: f for f in m.files}
+    assert {"fp32": "cpu", "int8": "cpu", "fp16": "cuda", "int4": "cpu"} == \
+        {p: f.provider for p, f in by.items()}
+    for p in ("fp32", "int8", "int4"):
+        assert by[p].external_data, p  # weights in <file>.data
+        assert (out / by[p].external_data[0]["path"]).stat().st_size > by[p].size
+        pipe = load(out, precision=p)
+        assert pipe(TEXTS[0])[0]["label"] in {"negative", "neutral", "positive"}
+    ops = onnx.load(str(out / by["int4"].path), load_external_data=False).graph.node
+    assert any(n.op_type == "MatMulNBits" for n in ops)
+    fp16 = onnx.load(str(out / by["fp16"].path))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer)
+
+
+def test_int8_gate_fails_with_figures(model_factory, tmp_path):
+    from export import ExportError
+    from export.build import ExportOptions, build_bundle
+
+    with pytest.raises(ExportError, match=r"int8 accuracy gate failed .*default: .*fp32_ffn"):
+        build_bundle(model_factory("token-classification"), "token-classification",
+                     tmp_path / "b", ExportOptions(min_agreement=1.01), log=lambda s: None)
+    assert not (tmp_path / "b").exists() and not list(tmp_path.iterdir())  # no debris
+
+
+@pytest.mark.parametrize("text", TEXTS + ["Paris is the <mask> of France.", "a <mask>b", "<s>x</s>"])
+def test_bundle_tokenizer_matches_source(bundle_factory, model_factory, text):
+    from transformers import AutoTokenizer
+
+    from runtime.tokenization import TextTokenizer
+
+    for arch in ("xlm-roberta", "roberta"):
+        src = AutoTokenizer.from_pretrained(str(model_factory("fill-mask", arch)))
+        ours = TextTokenizer(bundle_factory("fill-mask", arch) / "tokenizer.json")
+        ref = src(text, return_offsets_mapping=True)
+        enc = ours.encode([text])[0]
+        assert enc.ids == ref["input_ids"]
+        assert enc.offsets == [tuple(o) for o in ref["offset_mapping"]]
+        assert ours.decode(enc.ids) == src.decode(ref["input_ids"])
+
+
+def test_mask_takes_the_space_on_its_left(bundle_factory):
+    from runtime.tokenization import TextTokenizer
+
+    tok = TextTokenizer(bundle_factory("fill-mask") / "tokenizer.json")
+    ids = tok.encode(["the <mask>."])[0].ids
+    assert ids[2] == 250001 and tok.id_to_token(ids[1]) == "▁the"
+
+
+def test_existing_bundle_survives_a_failed_export(bundle_factory, model_factory, tmp_path):
+    from export import ExportError
+    from export.build import ExportOptions, build_bundle
+
+    out = tmp_path / "bundle"
+    shutil.copytree(bundle_factory("text-classification"), out)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ExportError):
+        build_bundle(model_factory("text-classification"), "text-classification", out,
+                     ExportOptions(min_agreement=1.01), log=lambda s: None)
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_bad_inputs_are_clear_errors(model_factory, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from export import ExportError
+    from export.build import build_bundle
+
+    src = model_factory("fill-mask")
+    with pytest.raises(ExportError, match="unknown task 'summarize'"):
+        build_bundle(src, "summarize", tmp_path / "a")
+    with pytest.raises(ExportError, match="needs a \\*ForQuestionAnswering checkpoint"):
+        build_bundle(src, "question-answering", tmp_path / "a")
+    with pytest.raises(ExportError, match="model folder not found"):
+        build_bundle(tmp_path / "nope", "fill-mask", tmp_path / "a")
+    with pytest.raises(ExportError, match="needs an NLI model"):
+        build_bundle(model_factory("text-classification"), "zero-shot-classification", tmp_path / "a")
+    bert = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(str(bert))
+    with pytest.raises(ExportError, match="model_type 'bert' is not supported; supported: xlm-roberta"):
+        build_bundle(bert, "feature-extraction", tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output(model_factory, tmp_path):
+    from export import ExportError
+    from export.build import build_bundle
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(ExportError, match="cannot write"):
+        build_bundle(model_factory("fill-mask"), "fill-mask", locked / "out")
+
+
+def test_unwritable_output_as_a_file(model_factory, tmp_path):
+    from export import ExportError
+    from export.build import build_bundle
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="cannot write|not a folder"):
+        build_bundle(model_factory("fill-mask"), "fill-mask", tmp_path / "file" / "out")
+    with pytest.raises(ExportError, match="not a folder"):
+        build_bundle(model_factory("fill-mask"), "fill-mask", tmp_path / "file")
+
+
+def test_task_auto(model_factory, tmp_path):
+    from export.build import ExportOptions, build_bundle
+
+    m = build_bundle(model_factory("zero-shot-classification"), "auto", tmp_path / "z",
+                     ExportOptions(precisions=("fp32",)), log=lambda s: None)
+    assert m.task == "zero-shot-classification"
+
+
+def test_loading_a_damaged_bundle_says_which(bundle_factory, tmp_path):
+    from runtime import BundleError, load
+
+    def copy():
+        dst = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(bundle_factory("text-classification"), dst)
+        return dst
+
+    b = copy()
+    data = bytearray((b / "model.int8.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (b / "model.int8.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.int8.onnx: sha256 does not match"):
+        load(b)
+    b = copy()
+    (b / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="tokenizer.json: missing"):
+        load(b)
+    b = copy()
+    m = json.loads((b / "manifest.json").read_text())
+    (b / "manifest.json").write_text(json.dumps({**m, "schema_version": 99}))
+    with pytest.raises(BundleError, match="unknown schema_version 99"):
+        load(b)
+    with pytest.raises(BundleError, match="bundle folder not found"):
+        load(tmp_path / "missing")
+    with pytest.raises(BundleError, match="holds no fp16 model"):
+        load(bundle_factory("text-classification"), precision="fp16")

@@ -1,0 +1,48 @@
+"""runtime/ never imports torch or transformers: a subprocess where both are unimportable
+serves every task from its bundle."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT, needs_torch
+
+CALLS = {
+    "feature-extraction": ("'héllo wörld'", "pooling='mean', normalize=True"),
+    "fill-mask": ("'Paris is the <mask>.'", "top_k=2"),
+    "text-classification": ("{'text': 'a', 'text_pair': 'b'}", ""),
+    "token-classification": ("'Wolfgang lives in Berlin'", "aggregation_strategy='simple'"),
+    "question-answering": ("None", "question='Where?', context='In Berlin.'"),
+    "multiple-choice": ("{'prompt': 'p', 'choices': ['a', 'b']}", ""),
+    "zero-shot-classification": ("'x'", "candidate_labels=['a', 'b']"),
+    "causal-lm": ("'The'", "top_k=2"),
+}
+
+SCRIPT = """
+import sys, json
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'transformers', 'optimum'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, {root!r})
+from runtime import load
+out = {{}}
+for task, folder, args, kw in {jobs!r}:
+    pipe = load(folder)
+    out[task] = type(eval('pipe(' + args + (', ' if kw else '') + kw + ')')).__name__
+heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')]
+print(json.dumps({{'served': out, 'heavy': heavy}}))
+"""
+
+
+@needs_torch  # the bundles are built with export/, in this process
+def test_runtime_serves_every_task_without_torch(bundle_factory):
+    jobs = [(task, str(bundle_factory(task)), args, kw) for task, (args, kw) in CALLS.items()]
+    res = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT), jobs=jobs)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sorted(report["served"]) == sorted(CALLS)
+    assert report["heavy"] == []

@@ -1,0 +1,199 @@
+"""`xlmr`: the command line. Thin: parse, call export/, runtime/ or the Lambda adapter, print.
+Every expected failure is one line on stderr and exit status 2, never a stack trace."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+
+def _value(text: str) -> Any:
+    """A parameter value: JSON when it parses (5, true, ["a"]), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, val = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param takes key=value, got {pair!r}")
+        out[key] = _value(val)
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from export.build import ExportOptions, build_bundle
+
+    precisions = tuple(p for chunk in a.precision for p in chunk.split(",") if p)
+    build_bundle(a.model, a.task, a.output, ExportOptions(
+        precisions=precisions or ("int8",), max_length=a.max_length, opset=a.opset,
+        optimize=not a.no_optimize, min_agreement=a.min_agreement,
+        validation_file=Path(a.validation_file) if a.validation_file else None,
+        external_data=True if a.external_data else None))
+
+
+def cmd_convert(a: argparse.Namespace) -> None:
+    from export.convert import convert_bert_to_roberta
+
+    print(convert_bert_to_roberta(a.src, a.dst))
+
+
+def cmd_predict(a: argparse.Namespace) -> None:
+    from runtime import load
+
+    pipe = load(a.bundle, provider=a.provider, precision=a.precision)
+    inputs = _value(a.inputs) if a.inputs.lstrip().startswith(("{", "[")) else a.inputs
+    print(json.dumps(pipe(inputs, **_params(a.param)), default=_json_default, ensure_ascii=False,
+                     indent=2))
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    """The main job end to end: model -> int8 bundle -> one API Gateway request answered."""
+    from export.build import ExportOptions, build_bundle
+    from export.convert import convert_bert_to_roberta, minilm_source
+
+    out = Path(a.output)
+    model, task = a.model, a.task
+    if model is None:
+        model = convert_bert_to_roberta(minilm_source(), out / "all-MiniLM-L6-v2-roberta")
+        task = task or "feature-extraction"
+        print(f"converted the shipped all-MiniLM-L6-v2 (BERT) to RoBERTa: {model}", file=sys.stderr)
+    bundle = out / "bundle"
+    build_bundle(model, task or "auto", bundle, ExportOptions(precisions=("int8",)))
+    from xlmr_lambda.local import invoke_event, sample_event
+
+    event = sample_event(bundle, a.text)
+    print(f"\nPOST {event['rawPath']} {event['body']}", file=sys.stderr)
+    print(json.dumps(invoke_event(bundle, event), indent=2, ensure_ascii=False))
+
+
+def cmd_invoke(a: argparse.Namespace) -> None:
+    from xlmr_lambda.local import invoke_event
+
+    event = json.loads(Path(a.event).read_text(encoding="utf-8"))
+    print(json.dumps(invoke_event(a.bundle, event), indent=2, ensure_ascii=False))
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from xlmr_lambda.local import serve
+
+    serve(a.bundle, a.host, a.port)
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    from benchmarks.harness import main as bench_main
+
+    bench_main(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xlmr", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", help="Hugging Face model -> verified ONNX bundle")
+    e.add_argument("--model", required=True, help="hub id or local folder")
+    e.add_argument("--task", default="auto")
+    e.add_argument("--output", required=True)
+    e.add_argument("--precision", action="append", default=[],
+                   help="int8 (default), fp32, fp16, int4; repeat or comma-separate")
+    e.add_argument("--max-length", type=int)
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--no-optimize", action="store_true")
+    e.add_argument("--min-agreement", type=float, default=0.99)
+    e.add_argument("--validation-file", help="text file, one input a line (accuracy gate)")
+    e.add_argument("--external-data", action="store_true", help="force ONNX external data")
+    e.set_defaults(fn=cmd_export)
+
+    c = sub.add_parser("convert-bert", help="BERT checkpoint -> equivalent RoBERTa checkpoint")
+    c.add_argument("src")
+    c.add_argument("dst")
+    c.set_defaults(fn=cmd_convert)
+
+    r = sub.add_parser("predict", help="answer one input from a bundle, as JSON")
+    r.add_argument("bundle")
+    r.add_argument("inputs", help="text, or JSON for structured inputs")
+    r.add_argument("--param", action="append", default=[], help="key=value (value may be JSON)")
+    r.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--precision")
+    r.set_defaults(fn=cmd_predict)
+
+    d = sub.add_parser("demo", help="export a model and answer one API request through the handler")
+    d.add_argument("--model", help="hub id or folder (default: the shipped all-MiniLM-L6-v2)")
+    d.add_argument("--task")
+    d.add_argument("--output", default="out")
+    d.add_argument("--text", default="XLM-R runs on AWS Lambda. Il fonctionne aussi en français.")
+    d.set_defaults(fn=cmd_demo)
+
+    i = sub.add_parser("invoke", help="run the Lambda handler on an event file (as sam local invoke)")
+    i.add_argument("--bundle", required=True)
+    i.add_argument("--event", required=True)
+    i.set_defaults(fn=cmd_invoke)
+
+    s = sub.add_parser("serve", help="answer HTTP on localhost through the handler")
+    s.add_argument("--bundle", required=True)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=3000)
+    s.set_defaults(fn=cmd_serve)
+
+    b = sub.add_parser("bench", help="benchmark the bundle against PyTorch and Optimum")
+    b.add_argument("--model", required=True)
+    b.add_argument("--task", required=True)
+    b.add_argument("--batch-sizes", default="1,8")
+    b.add_argument("--seq-lens", default="16,128,512")
+    b.add_argument("--providers", default="cpu")
+    b.add_argument("--rounds", type=int, default=5)
+    b.add_argument("--output", default="benchmarks/results/latest")
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [ValueError, FileNotFoundError, PermissionError,
+                                       json.JSONDecodeError]
+    from runtime.errors import XlmrError
+
+    errs.append(XlmrError)
+    try:
+        from export.errors import ExportError
+
+        errs.append(ExportError)
+    except ImportError:  # the base install has no export side
+        pass
+    return tuple(errs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    fn: Callable[[argparse.Namespace], None] = args.fn
+    try:
+        fn(args)
+    except ImportError as exc:
+        print(f"xlmr: error: {exc.name or exc} is not installed: pip install "
+              "'xlmr-serverless[export]'", file=sys.stderr)
+        return 2
+    except _expected_errors() as exc:
+        print(f"xlmr: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
