@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -16,7 +17,20 @@ from aws_lambda_powertools.metrics import MetricUnit
 from .config import Settings, lambda_safe_environment
 from .service import Service, error_body, parse_json
 
-logger = Logger(service="xlmr-serverless", log_uncaught_exceptions=True)
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (Lambda ships stdout to CloudWatch)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+logger = Logger(service="xlmr-serverless", log_uncaught_exceptions=True,
+                logger_handler=_StdoutHandler())
 metrics = Metrics(namespace="xlmr-serverless", service="xlmr-serverless")
 
 

@@ -93,7 +93,8 @@ def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0
         vocab = XLMR_VOCAB
     labels = LABELS.get(task)
     kw = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-              num_attention_heads=4, intermediate_size=4 * hidden, max_position_embeddings=514,
+              num_attention_heads=config_kw.pop("num_attention_heads", 4),
+              intermediate_size=config_kw.pop("intermediate_size", 4 * hidden), max_position_embeddings=514,
               pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
     if labels:
         kw.update(id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})

@@ -1,0 +1,53 @@
+"""Smoke test of the benchmark harness on a tiny model and one size: the report has its
+structure and every figure is a finite number. No timing assertions."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+
+from tests.conftest import needs_torch
+
+
+def finite_numbers(obj, path="$"):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from finite_numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from finite_numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+@needs_torch
+def test_bench_smoke(model_factory, tmp_path):
+    from benchmarks.harness import run
+    from benchmarks.report import summary
+
+    args = argparse.Namespace(model=str(model_factory("fill-mask")), task="fill-mask",
+                              batch_sizes="1", seq_lens="16", providers="cpu", rounds=2,
+                              output=str(tmp_path / "out"), threads=1)
+    result = run(args)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["task"] == "fill-mask" and [c["name"] for c in saved["cases"]] == ["b1_s16"]
+    names = set(saved["contenders"])
+    assert {"pytorch_fp32", "bundle_fp32", "bundle_int8"} <= names
+    if importlib.util.find_spec("optimum") is not None:
+        assert {"optimum_fp32"} < names and any(n.startswith("optimum_int8_") for n in names)
+    else:
+        assert "optimum" in saved["missing"]  # reported, not silently dropped
+    for name, c in saved["contenders"].items():
+        assert c["latency_ms"]["b1_s16"]["n"] >= 2
+        assert c["file_mb"] > 0 and c["peak_rss_mb"] > 0
+        assert set(c["accuracy_vs_pytorch_fp32"]) >= {"max_abs_diff", "top1_agreement"}, name
+    assert saved["contenders"]["bundle_fp32"]["accuracy_vs_pytorch_fp32"]["max_abs_diff"] < 1e-3
+    assert {"runtime", "lambda_handler", "transformers_pipeline"} == set(saved["cold_start"])
+    assert all("seconds" in v for v in saved["cold_start"].values()), saved["cold_start"]
+    bad = [(p, v) for p, v in finite_numbers(saved) if not math.isfinite(v)]
+    assert not bad, bad
+    assert "b1_s16" in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "chart.png").stat().st_size > 1000 or \
+        importlib.util.find_spec("matplotlib") is None
+    assert "int8 bundle" in summary(result)

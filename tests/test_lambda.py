@@ -1,0 +1,327 @@
+"""The Lambda adapter: every route in both API Gateway payload formats, errors as JSON with the
+right status, S3 loading (moto), local HTTP serving, and the real awslambdaric runtime client
+driving the handler exactly as the image's CMD does."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, needs_torch
+
+pytestmark = needs_torch
+EVENTS = ROOT / "events"
+
+
+def rest_event(method: str, path: str, body: str | None, headers=None, b64=False) -> dict:
+    """API Gateway REST (payload 1.0) proxy event."""
+    event = json.loads((EVENTS / "rest-predict.json").read_text())
+    event.update(httpMethod=method, path=path, resource="/{proxy+}", headers=headers or
+                 {"Content-Type": "application/json"}, body=body, isBase64Encoded=b64)
+    event["requestContext"].update(httpMethod=method, path=path)
+    return event
+
+
+def http_event(method: str, path: str, body: str | None, headers=None, b64=False) -> dict:
+    """HTTP API (payload 2.0) event."""
+    event = json.loads((EVENTS / "http-predict.json").read_text())
+    event.update(rawPath=path, headers=headers or {"content-type": "application/json"},
+                 body=body, isBase64Encoded=b64)
+    event["requestContext"]["http"].update(method=method, path=path)
+    return event
+
+
+@pytest.fixture(scope="module")
+def embed_bundle(bundle_factory):
+    return bundle_factory("feature-extraction")
+
+
+@pytest.fixture(scope="module")
+def handlers(bundle_factory):
+    from xlmr_lambda.app import make_handler
+    from xlmr_lambda.config import Settings
+
+    def make(task: str, **overrides):
+        settings = dataclasses.replace(Settings.from_env({}), bundle_dir=bundle_factory(task),
+                                       **overrides)
+        return make_handler(settings)
+
+    return make
+
+
+def call(handler, event):
+    from xlmr_lambda.local import LocalContext
+
+    res = handler(event, LocalContext(aws_request_id="req-123"))
+    headers = dict(res.get("headers") or {})
+    headers.update({k: v[0] for k, v in (res.get("multiValueHeaders") or {}).items()})
+    return res["statusCode"], json.loads(res["body"]), headers
+
+
+@pytest.mark.parametrize("make_event", [rest_event, http_event])
+def test_routes(handlers, make_event):
+    fe, tc = handlers("feature-extraction"), handlers("text-classification")
+    status, body, headers = call(fe, make_event("GET", "/health", None))
+    assert status == 200 and body["task"] == "feature-extraction" and body["provider"] == "cpu"
+    assert body["precision"] == "int8" and len(body["bundle_sha256"]) == 64
+    assert headers["Content-Type"] == "application/json"
+    status, body, _ = call(fe, make_event("POST", "/embed", json.dumps({"inputs": ["a", "b c"]})))
+    assert status == 200 and len(body) == 2 and len(body[0]) == 32
+    status, body, _ = call(fe, make_event("POST", "/v1/embeddings", json.dumps({"input": "hé"})))
+    assert status == 200 and body["object"] == "list" and body["usage"]["prompt_tokens"] > 0
+    assert body["data"][0]["index"] == 0 and len(body["data"][0]["embedding"]) == 32
+    status, body, _ = call(tc, make_event("POST", "/predict", json.dumps(
+        {"inputs": "Berlin is nice", "parameters": {"top_k": 2}})))
+    assert status == 200 and [set(d) for d in body] == [{"label", "score"}] * 2
+    status, body, _ = call(tc, make_event("POST", "/rerank", json.dumps(
+        {"query": "capital of France", "texts": ["Paris", "Lyon", "Berlin"], "return_text": True})))
+    assert status == 200 and sorted(d["index"] for d in body) == [0, 1, 2]
+    assert body == sorted(body, key=lambda d: -d["score"]) and "text" in body[0]
+
+
+def test_predict_matches_the_runtime(handlers, bundle_factory):
+    from runtime import load
+
+    pipe = load(bundle_factory("token-classification"))
+    status, body, _ = call(handlers("token-classification"), http_event("POST", "/predict", json.dumps(
+        {"inputs": "Wolfgang lives in Berlin", "parameters": {"aggregation_strategy": "simple",
+                                                              "ignore_labels": []}})))
+    expect = pipe("Wolfgang lives in Berlin", aggregation_strategy="simple", ignore_labels=[])
+    assert status == 200 and [e["word"] for e in body] == [e["word"] for e in expect]
+
+
+def test_base64_body_and_header_case(handlers):
+    body = base64.b64encode(json.dumps({"inputs": ["x"]}).encode()).decode()
+    for make in (rest_event, http_event):
+        status, out, _ = call(handlers("feature-extraction"), make(
+            "POST", "/embed", body, headers={"CONTENT-TYPE": "application/json"}, b64=True))
+        assert status == 200 and len(out) == 1
+
+
+def test_errors_become_json_with_status(handlers, monkeypatch):
+    fe = handlers("feature-extraction", max_body_bytes=5000, max_inputs=3)
+    cases = [
+        (http_event("POST", "/predict", "{not json"), 400, "bad_json"),
+        (http_event("POST", "/predict", None), 400, "empty_body"),
+        (http_event("POST", "/predict", json.dumps({"text": "x"})), 422, "validation"),
+        (http_event("POST", "/predict", json.dumps({"inputs": "x", "parameters": {"topk": 1}})),
+         422, "invalid_input"),
+        (http_event("POST", "/predict", json.dumps({"inputs": "x" * 6000})), 413,
+         "payload_too_large"),
+        (http_event("POST", "/embed", json.dumps({"inputs": ["a"] * 4})), 422, "validation"),
+        (http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600]})), 422,
+         "input_too_long"),
+        (http_event("POST", "/rerank", json.dumps({"query": "a", "texts": ["b"]})), 400,
+         "unsupported_task"),
+        (http_event("POST", "/predict", json.dumps({"inputs": []})), 400, "empty_input"),
+    ]
+    for event, status, kind in cases:
+        got, body, _ = call(fe, event)
+        assert (got, body["type"]) == (status, kind), body
+        assert set(body) == {"error", "type"}
+    _, body, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600]})))
+    assert "at most 512 tokens. Given: 602" in body["error"]
+    got, out, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600],
+                                                                    "truncate": True})))
+    assert got == 200 and len(out) == 1
+    # anything unexpected: 500 with the request id, no stack trace; the container goes on
+    monkeypatch.setattr(fe.service.pipe, "embed", lambda *a, **k: 1 / 0)
+    got, body, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": "x"})))
+    assert got == 500 and body == {"error": "internal error (request id req-123)",
+                                   "type": "internal_error"}
+    monkeypatch.undo()
+    assert call(fe, http_event("POST", "/embed", json.dumps({"inputs": "x"})))[0] == 200
+
+
+def test_cors_when_configured(handlers):
+    fe = handlers("feature-extraction", cors_origin="https://example.com")
+    _, _, headers = call(fe, http_event("GET", "/health", None, headers={"origin": "https://example.com"}))
+    assert headers.get("Access-Control-Allow-Origin") == "https://example.com"
+
+
+def test_direct_invocation(handlers):
+    from xlmr_lambda.local import LocalContext
+
+    tc = handlers("text-classification")
+    out = tc({"inputs": ["a", "b"], "parameters": {"top_k": 1}}, LocalContext())
+    assert len(out) == 2 and out[0][0]["label"] in {"negative", "neutral", "positive"}
+    err = tc({"inputs": "x", "parameters": {"bogus": 1}}, LocalContext())
+    assert err["statusCode"] == 422 and "bogus" in err["error"]
+
+
+def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path):
+    from xlmr_lambda.app import make_handler
+    from xlmr_lambda.config import Settings
+
+    h = make_handler(dataclasses.replace(Settings.from_env({}), bundle_dir=tmp_path / "none"))
+    status, body, _ = call(h, http_event("GET", "/health", None))
+    assert status == 503 and "bundle folder not found" in body["error"]
+    status, body, _ = call(h, http_event("POST", "/predict", json.dumps({"inputs": "x"})))
+    assert status == 500 and "model failed to load" in body["error"]
+
+
+def test_logs_are_structured_and_hold_no_input_text(handlers, capfd):
+    fe = handlers("feature-extraction")
+    capfd.readouterr()
+    call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["secret words"]})))
+    lines = [json.loads(x) for x in capfd.readouterr().out.splitlines() if x.startswith("{")]
+    answered = [x for x in lines if x.get("message") == "answered"]
+    assert answered and answered[0]["route"] == "/embed" and answered[0]["latency_ms"] > 0
+    assert not any("secret words" in json.dumps(x) for x in lines)
+
+
+def test_bundle_from_s3(embed_bundle, tmp_path):
+    boto3 = pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+    from runtime import load
+    from runtime.errors import BundleError
+    from xlmr_lambda.s3 import fetch_bundle
+
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="models")
+        for f in embed_bundle.iterdir():
+            s3.upload_file(str(f), "models", f"xlmr/v1/{f.name}")
+        root = tmp_path / "tmp"
+        root.mkdir()
+        local = fetch_bundle("s3://models/xlmr/v1/", root, s3)
+        assert local.parent == root and load(local)("hello")
+        mtime = (local / "tokenizer.json").stat().st_mtime_ns
+        assert fetch_bundle("s3://models/xlmr/v1", root, s3) == local  # reused, not re-fetched
+        assert (local / "tokenizer.json").stat().st_mtime_ns == mtime
+        s3.put_object(Bucket="models", Key="xlmr/bad/manifest.json",
+                      Body=(embed_bundle / "manifest.json").read_bytes())
+        for f in embed_bundle.iterdir():
+            if f.name != "manifest.json":
+                s3.put_object(Bucket="models", Key=f"xlmr/bad/{f.name}", Body=f.read_bytes()[:-1] + b"!")
+        fresh = tmp_path / "fresh"  # a new sandbox: the same manifest is not cached there
+        fresh.mkdir()
+        with pytest.raises(BundleError, match="sha256|size"):
+            fetch_bundle("s3://models/xlmr/bad", fresh, s3)
+        assert list(fresh.iterdir()) == []  # no half-written folder
+        with pytest.raises(BundleError, match="cannot read"):
+            fetch_bundle("s3://models/missing", root, s3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_xlmr_serve_answers_http(embed_bundle):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "xlmr_cli", "serve", "--bundle", str(embed_bundle),
+                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.1)
+        req = urllib.request.Request(url + "/embed", data=json.dumps({"inputs": "hi"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        assert len(json.loads(urllib.request.urlopen(req, timeout=10).read())[0]) == 32
+        bad = urllib.request.Request(url + "/predict", data=b"{oops")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(bad, timeout=10)
+        assert err.value.code == 400 and json.loads(err.value.read())["type"] == "bad_json"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class RuntimeApi:
+    """The Lambda Runtime API, emulated on loopback: hands out events, collects responses."""
+
+    def __init__(self, events: list[dict]) -> None:
+        self.pending = list(events)
+        self.responses: dict[str, dict] = {}
+        self.errors: list[dict] = []
+        self.done = threading.Event()
+        api = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if not api.pending:
+                    api.done.set()
+                    time.sleep(30)  # a real Runtime API blocks until the next event
+                    return
+                event = dict(api.pending.pop(0))
+                request_id = event.pop("_id")
+                data = json.dumps(event).encode()
+                self.send_response(200)
+                self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30000))
+                self.send_header("Lambda-Runtime-Invoked-Function-Arn",
+                                 "arn:aws:lambda:us-east-1:000000000000:function:xlmr")
+                self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
+                self.send_header("Lambda-Runtime-Client-Context", "")
+                self.send_header("Lambda-Runtime-Cognito-Identity", "")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = self.path.strip("/").split("/")
+                if parts[-1] == "response":
+                    api.responses[parts[-2]] = json.loads(body)
+                else:
+                    api.errors.append({"path": self.path, "body": body.decode()})
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_port}"
+
+
+def test_awslambdaric_end_to_end(embed_bundle):
+    """`python -m awslambdaric xlmr_lambda.handler.handler`: the image's CMD, on a fake Runtime API."""
+    pytest.importorskip("awslambdaric")
+    events = [dict(http_event("GET", "/health", None), _id="r1"),
+              dict(rest_event("POST", "/embed", json.dumps({"inputs": ["héllo", "wörld"]})), _id="r2"),
+              dict(http_event("POST", "/predict", "{broken"), _id="r3"),
+              dict({"inputs": "direct call"}, _id="r4")]
+    api = RuntimeApi(events)
+    env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(embed_bundle),
+           "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
+           "POWERTOOLS_METRICS_NAMESPACE": "test", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "awslambdaric", "xlmr_lambda.handler.handler"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert api.done.wait(120), f"the runtime client did not fetch every event: {proc.poll()}"
+        deadline = time.time() + 30
+        while len(api.responses) < 4 and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert not api.errors, api.errors
+    assert api.responses["r1"]["statusCode"] == 200
+    assert len(json.loads(api.responses["r2"]["body"])) == 2
+    assert api.responses["r3"]["statusCode"] == 400
+    assert isinstance(api.responses["r4"], list)
+    logs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    assert any(x.get("message") == "bundle loaded" for x in logs)
+    assert any("_aws" in x and "ColdStart" in json.dumps(x) for x in logs)  # EMF metric
