@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--providers", default="cpu")
     b.add_argument("--rounds", type=int, default=5)
     b.add_argument("--output", default="benchmarks/results/latest")
+    b.add_argument("--min-agreement", type=float, default=0.99,
+                   help="int8 accuracy gate of the bundle's export (0 for random-weight models)")
+    b.add_argument("--threads", type=int, default=0, help="per contender (default: usable CPUs)")
     b.set_defaults(fn=cmd_bench)
     return p
 

@@ -48,6 +48,6 @@ def test_bench_smoke(model_factory, tmp_path):
     bad = [(p, v) for p, v in finite_numbers(saved) if not math.isfinite(v)]
     assert not bad, bad
     assert "b1_s16" in (tmp_path / "out" / "results.md").read_text()
-    assert (tmp_path / "out" / "chart.png").stat().st_size > 1000 or \
-        importlib.util.find_spec("matplotlib") is None
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "out" / "chart.png").stat().st_size > 1000
     assert "int8 bundle" in summary(result)
