@@ -44,7 +44,8 @@ def cmd_export(a: argparse.Namespace) -> None:
     precisions = tuple(p for chunk in a.precision for p in chunk.split(",") if p)
     build_bundle(a.model, a.task, a.output, ExportOptions(
         precisions=precisions or ("int8",), max_length=a.max_length, opset=a.opset,
-        optimize=not a.no_optimize, min_agreement=a.min_agreement,
+        optimize=False if a.no_optimize else True if a.force_optimize else "auto",
+        min_agreement=a.min_agreement,
         validation_file=Path(a.validation_file) if a.validation_file else None,
         external_data=True if a.external_data else None))
 
@@ -115,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="int8 (default), fp32, fp16, int4; repeat or comma-separate")
     e.add_argument("--max-length", type=int)
     e.add_argument("--opset", type=int, default=17)
-    e.add_argument("--no-optimize", action="store_true")
+    e.add_argument("--no-optimize", action="store_true", help="skip onnxruntime's fusions")
+    e.add_argument("--force-optimize", action="store_true",
+                   help="keep the fusions even where they do not measure faster")
     e.add_argument("--min-agreement", type=float, default=0.99)
     e.add_argument("--validation-file", help="text file, one input a line (accuracy gate)")
     e.add_argument("--external-data", action="store_true", help="force ONNX external data")

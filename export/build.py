@@ -29,7 +29,7 @@ class ExportOptions:
     precisions: tuple[str, ...] = ("int8",)
     max_length: int | None = None
     opset: int = 17
-    optimize: bool = True
+    optimize: bool | str = "auto"  # "auto": keep the fusions only where they measure faster
     min_agreement: float = 0.99
     validation_file: Path | None = None
     external_data: bool | None = None  # None: only when the model is over 2 GB
@@ -175,19 +175,30 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
 
     fp32 = fp32_raw
     fused: dict[str, int] = {}
+    timing: dict[str, float] = {}
     if opts.optimize:
         done = _step(log, 4, steps, "optimize (onnxruntime transformer fusions)")
-        fp32 = work / "model.opt.onnx"
-        fused = optimize.optimize(fp32_raw, fp32, config.num_attention_heads, config.hidden_size,
-                                  external)
-        opt_cmp = _compare_files(torch_ref, fp32, feeds, task, names)
+        fused_path = work / "model.opt.onnx"
+        fused = optimize.optimize(fp32_raw, fused_path, config.num_attention_heads,
+                                  config.hidden_size, external)
+        opt_cmp = _compare_files(torch_ref, fused_path, feeds, task, names)
+        probe = max(feeds, key=lambda f: f["input_ids"].size)
+        timing = {"unfused_ms": optimize.median_latency_ms(fp32_raw, probe),
+                  "fused_ms": optimize.median_latency_ms(fused_path, probe)}
         if opt_cmp.max_abs_diff > FP32_ATOL:
             log(f"      fused graph off by {opt_cmp.max_abs_diff:.1e}: keeping the unfused one")
-            fp32, fused = fp32_raw, {}
-        done(", ".join(f"{k} {v}" for k, v in fused.items()))
+            fused = {}
+        elif opts.optimize == "auto" and timing["fused_ms"] >= timing["unfused_ms"]:
+            log(f"      fusions do not help here ({timing['fused_ms']:.1f} ms fused vs "
+                f"{timing['unfused_ms']:.1f} ms): keeping the unfused graph")
+            fused = {}
+        else:
+            fp32 = fused_path
+        done(", ".join(f"{k} {v}" for k, v in fused.items()) +
+             f" ({timing['unfused_ms']:.1f} -> {timing['fused_ms']:.1f} ms)")
 
     parity: dict[str, Any] = {"atol": FP32_ATOL, "reference": "pytorch",
-                              "batches": len(feeds), "fused_ops": fused}
+                              "batches": len(feeds), "fused_ops": fused, "optimize": timing}
     files: list[ModelFile] = []
     for n, precision in enumerate(opts.precisions, start=5):
         done = _step(log, n, steps, f"{precision}")

@@ -28,3 +28,24 @@ def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
     model.save_model_to_file(str(dst), use_external_data_format=external_data)
     stats = model.get_fused_operator_statistics()
     return {k: int(v) for k, v in stats.items() if v}
+
+
+def median_latency_ms(path: Path, feed: dict, runs: int = 7, threads: int | None = None) -> float:
+    """Median wall time of one CPU session.run on `feed` (after a warm-up run)."""
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))

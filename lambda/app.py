@@ -58,6 +58,14 @@ def load_service(settings: Settings) -> Service:
     return Service(pipe, settings.max_inputs)
 
 
+def batch_size(request: Any) -> int:
+    """How many inputs a request carries, whatever the route's field is called."""
+    if not isinstance(request, dict):
+        return 1
+    value = next((request[k] for k in ("inputs", "input", "texts") if k in request), None)
+    return len(value) if isinstance(value, list) else 1
+
+
 def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
     """One resolver with every route; errors mapped to JSON in one place."""
     cors = CORSConfig(allow_origin=settings.cors_origin) if settings.cors_origin else None
@@ -66,15 +74,20 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
     def body() -> Any:
         return parse_json(app.current_event.decoded_body, settings.max_body_bytes)
 
-    def respond(route: str, fn: Any, *args: Any) -> Response:
+    def respond(route: str, fn: Any, request: Any) -> Response:
+        bundle = service.pipe.bundle if service.pipe else None
+        tokens_before = bundle.tokens_served if bundle else 0
         t0 = time.perf_counter()
-        result = fn(*args)
+        result = fn(request)
         ms = (time.perf_counter() - t0) * 1000
+        tokens = (bundle.tokens_served - tokens_before) if bundle else 0
         metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ms)
-        logger.info("answered", extra={"route": route, "latency_ms": round(ms, 2),
-                                       "task": service.pipe.manifest.task if service.pipe else None,
-                                       **({"body": app.current_event.body}
-                                          if settings.log_inputs else {})})
+        metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
+        logger.info("answered", extra={
+            "route": route, "latency_ms": round(ms, 2), "tokens": tokens,
+            "batch_size": batch_size(request),
+            "task": service.pipe.manifest.task if service.pipe else None,
+            **({"body": app.current_event.body} if settings.log_inputs else {})})
         return Response(200, "application/json", json.dumps(result, ensure_ascii=False))
 
     @app.get("/health")

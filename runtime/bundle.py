@@ -37,6 +37,7 @@ class Bundle:
     model_file: ModelFile
     specials: dict[str, int]
     input_names: tuple[str, ...]
+    tokens_served: int = 0  # real (unpadded) tokens run so far: for logs and metrics
 
     @property
     def precision(self) -> str:
@@ -51,6 +52,7 @@ class Bundle:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.zeros_like(input_ids)
+        self.tokens_served += int(attention_mask.sum())
         return self.session.run(None, {n: feed[n] for n in self.input_names})
 
     def run_rows(self, rows: list[list[int]], batch_size: int,

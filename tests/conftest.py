@@ -51,7 +51,8 @@ def model_factory(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bundle_factory(model_factory, tmp_path_factory):
-    """(task, arch) -> exported bundle folder (fp32 + int8, accuracy gate off: random weights)."""
+    """(task, arch) -> exported bundle folder (fp32 + int8, accuracy gate off: random weights;
+    fusions forced, so what the tests count does not depend on a timing)."""
     from export.build import ExportOptions, build_bundle
 
     cache: dict[tuple, Path] = {}
@@ -61,7 +62,7 @@ def bundle_factory(model_factory, tmp_path_factory):
         if key not in cache:
             out = tmp_path_factory.mktemp("bundles") / f"{task}-{arch}"
             build_bundle(model_factory(task, arch, **kw), task, out,
-                         ExportOptions(precisions=precisions, min_agreement=0.0),
+                         ExportOptions(precisions=precisions, min_agreement=0.0, optimize=True),
                          log=logging.getLogger("test.export").info)
             cache[key] = out
         return cache[key]

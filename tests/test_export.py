@@ -49,6 +49,23 @@ def test_fusions_are_counted(bundle_factory, arch):
     assert ops["Attention"] == 2 and ops["Softmax"] == 0
 
 
+@pytest.mark.parametrize("fused_ms,kept", [(5.0, True), (20.0, False)])
+def test_fusions_kept_only_where_they_measure_faster(model_factory, tmp_path, monkeypatch,
+                                                      fused_ms, kept):
+    from export import optimize
+    from export.build import ExportOptions, build_bundle
+    from export.optimize import count_ops
+
+    real = optimize.median_latency_ms
+    monkeypatch.setattr(optimize, "median_latency_ms", lambda path, feed, **kw:
+                        fused_ms if "opt" in Path(path).name else 10.0 + 0 * real(path, feed))
+    m = build_bundle(model_factory("text-classification"), "text-classification", tmp_path / "b",
+                     ExportOptions(precisions=("fp32",)), log=lambda s: None)
+    assert m.parity["optimize"] == {"unfused_ms": 10.0, "fused_ms": fused_ms}
+    assert bool(m.parity["fused_ops"]) is kept and m.files[0].optimized is kept
+    assert (count_ops(tmp_path / "b" / "model.fp32.onnx")["Attention"] > 0) is kept
+
+
 def test_fill_mask_head_runs_on_mask_rows_only(bundle_factory):
     import onnxruntime as ort
 

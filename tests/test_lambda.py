@@ -174,10 +174,12 @@ def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path):
 def test_logs_are_structured_and_hold_no_input_text(handlers, capfd):
     fe = handlers("feature-extraction")
     capfd.readouterr()
-    call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["secret words"]})))
+    call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["secret words", "more"]})))
     lines = [json.loads(x) for x in capfd.readouterr().out.splitlines() if x.startswith("{")]
     answered = [x for x in lines if x.get("message") == "answered"]
     assert answered and answered[0]["route"] == "/embed" and answered[0]["latency_ms"] > 0
+    tokens = sum(len(e.ids) for e in fe.service.pipe.tokenizer.encode(["secret words", "more"]))
+    assert answered[0]["batch_size"] == 2 and answered[0]["tokens"] == tokens
     assert not any("secret words" in json.dumps(x) for x in lines)
 
 

@@ -1,0 +1,57 @@
+"""`xlmr` as a user meets it: export and predict work; bad input is one line on stderr and
+exit status 2, never a stack trace."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, needs_torch
+
+
+def xlmr(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xlmr_cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+
+
+def one_line_error(res: subprocess.CompletedProcess, text: str) -> None:
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("xlmr: error: ") and text in last, last
+
+
+@needs_torch
+def test_export_then_predict(model_factory, tmp_path):
+    out = tmp_path / "bundle"
+    res = xlmr("export", "--model", str(model_factory("fill-mask")), "--task", "fill-mask",
+               "--output", str(out), "--precision", "fp32,int8", "--min-agreement", "0")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "model.int8.onnx" in res.stderr and "[1/7] load" in res.stderr  # progress + summary
+    res = xlmr("predict", str(out), "Paris is the <mask> of France.", "--param", "top_k=2",
+               "--precision", "fp32")
+    assert res.returncode == 0, res.stderr
+    answer = json.loads(res.stdout)
+    assert len(answer) == 2 and set(answer[0]) == {"score", "token", "token_str", "sequence"}
+    one_line_error(xlmr("predict", str(out), "no mask"), "No mask_token")
+    one_line_error(xlmr("predict", str(out), "a <mask>", "--param", "bogus=1"), "bogus")
+    one_line_error(xlmr("predict", str(out), "a <mask>", "--param", "oops"), "key=value")
+
+
+@needs_torch
+@pytest.mark.parametrize("args,text", [
+    (["--model", "/nonexistent/model", "--task", "fill-mask"], "model folder not found"),
+    (["--task", "summarize"], "unknown task 'summarize'"),
+    (["--task", "fill-mask", "--precision", "int3"], "unknown precision"),
+])
+def test_export_errors(model_factory, tmp_path, args, text):
+    base = ["export", "--output", str(tmp_path / "o")]
+    if "--model" not in args:
+        base += ["--model", str(model_factory("fill-mask"))]
+    one_line_error(xlmr(*base, *args), text)
+
+
+def test_predict_missing_bundle(tmp_path):
+    one_line_error(xlmr("predict", str(tmp_path / "none"), "x"), "bundle folder not found")
