@@ -38,7 +38,7 @@ def optimum_int8(result: dict[str, Any]) -> str | None:
 
 def summary(result: dict[str, Any]) -> str:
     case = headline_case(result)
-    parts = [f"{result['task']} @ {case}:"]
+    parts = [f"{result['task']} @ {case}"]
     for slow in ("pytorch_fp32", optimum_int8(result), "optimum_fp32"):
         r = ratio(result, "bundle_int8", slow, case) if slow else None
         if r is not None:
@@ -47,8 +47,8 @@ def summary(result: dict[str, Any]) -> str:
     if "bundle_int8" in c and "pytorch_fp32" in c:
         parts.append(f"{c['pytorch_fp32']['file_mb'] / c['bundle_int8']['file_mb']:.1f}x smaller")
         acc = c["bundle_int8"]["accuracy_vs_pytorch_fp32"]
-        parts.append(f"top-1 {acc.get('top1_agreement', float('nan')):.3f}" +
-                     (f", cosine {acc['cosine_min']:.4f}" if "cosine_min" in acc else ""))
+        parts.append(f"int8 cosine to fp32 {acc['cosine_min']:.4f} (min)" if "cosine_min" in acc
+                     else f"int8 top-1 agreement {acc['top1_agreement']:.3f}")
     cold = result["cold_start"].get("lambda_handler", {})
     if "seconds" in cold:
         parts.append(f"handler cold start {cold['seconds']:.2f}s / {cold['peak_rss_mb']:.0f} MB")
@@ -62,16 +62,18 @@ def markdown(result: dict[str, Any]) -> str:
              f"ISA {', '.join(m.get('isa', []))}; {result['rounds']} alternating rounds.", "",
              "p50 latency in ms (p90 / p99 in results.json); tokens/s at p50.", "",
              "| contender | file MB | peak RSS MB | " + " | ".join(c["name"] for c in cases) +
-             " | tokens/s (" + headline_case(result) + ") | top-1 vs torch | max abs diff |",
+             " | tokens/s (" + headline_case(result) + ") | " +
+             ("cosine min / mean" if result["task"] == "feature-extraction" else "top-1") +
+             " vs torch | max abs diff |",
              "|---|---:|---:|" + "---:|" * len(cases) + "---:|---:|---:|"]
     head = next(c for c in cases if c["name"] == headline_case(result))
     for name, c in result["contenders"].items():
         acc = c["accuracy_vs_pytorch_fp32"]
         lines.append(f"| {name} | {c['file_mb']:.1f} | {c['peak_rss_mb']:.0f} | " +
                      " | ".join(f"{c['latency_ms'][x['name']]['p50']:.1f}" for x in cases) +
-                     f" | {tokens_per_s(result, name, head):.0f} | "
-                     f"{acc.get('top1_agreement', float('nan')):.3f}"
-                     + (f" (cos {acc['cosine_min']:.4f})" if "cosine_min" in acc else "") +
+                     f" | {tokens_per_s(result, name, head):.0f} | " +
+                     (f"{acc['cosine_min']:.4f} / {acc['cosine_mean']:.4f}" if "cosine_min" in acc
+                      else f"{acc.get('top1_agreement', float('nan')):.3f}") +
                      f" | {acc.get('max_abs_diff', float('nan')):.2e} |")
     for k, v in result["missing"].items():
         lines.append(f"| {k} | missing: {v} |")

@@ -12,6 +12,16 @@ import time
 import numpy as np
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: that survives exec, so a child
+    would report its parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     t0 = time.perf_counter()
     spec = json.loads(sys.argv[1])
@@ -30,7 +40,7 @@ def main() -> None:
             np.save(req["path"], np.asarray(model(ids, mask, spec.get("mask_id")), np.float32))
             res = {"path": req["path"]}
         elif req["op"] == "rss":
-            res = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            res = {"peak_rss_mb": peak_rss_mb()}
         else:
             break
         print(json.dumps(res), flush=True)

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from runtime import Pipeline
 from runtime.errors import EmptyInputError, InvalidInputError, UnsupportedTaskError, XlmrError
+from runtime.tasks.text_classification import TextClassificationPipeline
 
 # how `truncate` maps onto each task's own parameter (TEI's flag, default false)
-TRUNCATE = {
+TRUNCATE: dict[str, dict[str, Any]] = {
     "text-classification": {"truncation": True},
     "feature-extraction": {"truncation": True},
     "multiple-choice": {"truncation": True},
@@ -138,8 +139,8 @@ class Service:
         if not isinstance(query, str) or not query:
             raise HttpError(422, "validation", '/rerank needs {"query": str, "texts": [str]}')
         texts = self._texts(body, "texts")
-        pairs = [(query, t) for t in texts]
-        logits = np.stack(pipe.forward(pairs, {"truncation": "only_second" if body.get("truncate")
+        pairs: list[str | tuple[str, str]] = [(query, t) for t in texts]
+        logits = np.stack(cast(TextClassificationPipeline, pipe).forward(pairs, {"truncation": "only_second" if body.get("truncate")
                                                else None})).astype(np.float32)
         scores = relevance(logits, raw=bool(body.get("raw_scores")))
         out = [{"index": i, "score": float(s), **({"text": texts[i]} if body.get("return_text")

@@ -56,12 +56,15 @@ def as_text_list(inputs: Any, what: str = "inputs") -> tuple[list[str], bool]:
     return texts, was_list
 
 
-def positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
+def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def optional_positive_int(name: str, value: Any) -> int | None:
+    """None (meaning 'all', as the pipelines use it) or a positive integer."""
+    return None if value is None else positive_int(name, value)
 
 
 def one_of(name: str, value: Any, choices: Iterable[str]) -> str:

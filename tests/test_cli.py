@@ -38,6 +38,8 @@ def test_export_then_predict(model_factory, tmp_path):
     one_line_error(xlmr("predict", str(out), "no mask"), "No mask_token")
     one_line_error(xlmr("predict", str(out), "a <mask>", "--param", "bogus=1"), "bogus")
     one_line_error(xlmr("predict", str(out), "a <mask>", "--param", "oops"), "key=value")
+    res = xlmr("invoke", "--bundle", str(out), "--event", str(ROOT / "events/http-predict.json"))
+    assert res.returncode == 0 and '"statusCode": 200' in res.stdout, res.stderr[-2000:]
 
 
 @needs_torch

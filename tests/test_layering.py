@@ -37,3 +37,18 @@ def test_lambda_imports_only_what_its_image_installs():
     # the GPU image's WSGI server is imported by waitress, not by us; nothing else may be missing
     assert set(used) - allowed == set(), {k: used[k] for k in set(used) - allowed}
     assert not {"torch", "transformers", "export"} & set(used)
+
+
+def test_serving_side_type_checks():
+    """runtime/ and lambda/ carry full annotations; mypy holds them to it."""
+    import importlib.util
+    import subprocess
+
+    import pytest
+
+    if importlib.util.find_spec("mypy") is None:
+        pytest.skip("mypy not installed")
+    res = subprocess.run([sys.executable, "-m", "mypy", "runtime", "lambda",
+                          "--ignore-missing-imports", "--follow-imports=silent"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stdout[-3000:]

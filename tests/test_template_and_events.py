@@ -57,12 +57,16 @@ EVENT_TASKS = {"predict": "fill-mask", "predict-classify": "text-classification"
 @needs_torch
 @pytest.mark.parametrize("kind", ["http", "rest"])
 @pytest.mark.parametrize("name", sorted(EVENT_TASKS))
-def test_sample_events_through_xlmr_invoke(bundle_factory, kind, name):
+def test_sample_events_through_xlmr_invoke(bundle_factory, kind, name, capsys):
+    """`xlmr invoke` in-process (the handler is built once per bundle, like a warm container);
+    tests/test_cli.py runs the command itself in a subprocess."""
+    import xlmr_cli
+
     event = ROOT / "events" / f"{kind}-{name}.json"
-    res = subprocess.run([sys.executable, "-m", "xlmr_cli", "invoke", "--bundle",
-                          str(bundle_factory(EVENT_TASKS[name])), "--event", str(event)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    response = json.loads(res.stdout[res.stdout.index("{\n"):])
+    rc = xlmr_cli.main(["invoke", "--bundle", str(bundle_factory(EVENT_TASKS[name])),
+                        "--event", str(event)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    response = json.loads(out[out.index("{\n"):])
     assert response["statusCode"] == 200, response
     assert json.loads(response["body"])

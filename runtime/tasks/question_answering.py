@@ -22,6 +22,7 @@ def decode_spans(start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: 
     outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
     candidates = np.tril(np.triu(outer), max_answer_len - 1)
     flat = candidates.flatten()
+    idx_sort: Any
     if topk == 1:
         idx_sort = [np.argmax(flat)]
     elif len(flat) <= topk:
@@ -131,7 +132,8 @@ class QuestionAnsweringPipeline(Pipeline):
         windows = self.windows(question, context, max_seq_len, doc_stride)
         outs = self.bundle.run_rows([w.ids for w in windows], self.batch_size, "token")
         cls = self.bundle.specials.get("cls", self.bundle.specials.get("bos"))
-        min_null, answers = 1000000.0, []
+        min_null = 1000000.0
+        answers: list[dict[str, Any]] = []
         pre_topk = top_k * 2 + 10 if align else top_k
         for enc, (start, end) in zip(windows, outs):
             p_mask = np.array([[sid != 1 for sid in enc.sequence_ids]], dtype=np.int64)

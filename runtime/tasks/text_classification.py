@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import EmptyInputError, InvalidInputError
 from ..ops import sigmoid, softmax
-from ..pipeline import Pipeline, one_of, positive_int
+from ..pipeline import Pipeline, one_of, optional_positive_int
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 
@@ -35,7 +35,7 @@ class TextClassificationPipeline(Pipeline):
     def __call__(self, inputs: Any, **params: Any) -> Any:
         self.check_parameters(params)
         legacy = "top_k" not in params
-        top_k = positive_int("top_k", params.get("top_k"), allow_none=True) if not legacy else 1
+        top_k = optional_positive_int("top_k", params.get("top_k")) if not legacy else 1
         function = one_of("function_to_apply", params["function_to_apply"], FUNCTIONS) \
             if params.get("function_to_apply") is not None else \
             default_function(self.manifest.problem_type, len(self.manifest.id2label or {}))
@@ -78,8 +78,9 @@ class TextClassificationPipeline(Pipeline):
         id2label = self.manifest.id2label or {}
         if top_k == 1 and legacy:
             return {"label": id2label[int(scores.argmax())], "score": float(scores.max())}
-        out = [{"label": id2label[i], "score": float(s)} for i, s in enumerate(scores)]
+        out: list[dict[str, Any]] = [{"label": id2label[i], "score": float(s)}
+                                     for i, s in enumerate(scores)]
         if not legacy:
-            out.sort(key=lambda d: d["score"], reverse=True)
+            out.sort(key=lambda d: float(d["score"]), reverse=True)
             out = out[:top_k] if top_k is not None else out
         return out

@@ -92,7 +92,7 @@ class TokenClassificationPipeline(Pipeline):
                                                                 enc.offsets)):
             if special:
                 continue
-            word = self.tokenizer.id_to_token(tid)
+            word = self.tokenizer.id_to_token(tid) or ""
             ref = sentence[start:end]
             if by_prefix:
                 is_subword = len(word) != len(ref)
@@ -143,7 +143,8 @@ class TokenClassificationPipeline(Pipeline):
                 "start": group[0]["start"], "end": group[-1]["end"]}
 
     def group_entities(self, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        groups, current = [], []
+        groups: list[dict[str, Any]] = []
+        current: list[dict[str, Any]] = []
         for e in entities:
             if not current:
                 current.append(e)
