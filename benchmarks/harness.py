@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="xlmr-bench-", dir=out))
+    work = Path(tempfile.mkdtemp(prefix="xlmr-bench-"))  # scratch: never inside the results
     batch_sizes = [int(x) for x in str(args.batch_sizes).split(",")]
     seq_lens = [int(x) for x in str(args.seq_lens).split(",")]
     providers = [p.strip() for p in str(args.providers).split(",")]

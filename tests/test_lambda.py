@@ -327,3 +327,27 @@ def test_awslambdaric_end_to_end(embed_bundle):
     logs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
     assert any(x.get("message") == "bundle loaded" for x in logs)
     assert any("_aws" in x and "ColdStart" in json.dumps(x) for x in logs)  # EMF metric
+
+
+def test_gpu_image_wsgi_app_serves_the_same_routes(embed_bundle, monkeypatch):
+    """lambda/wsgi.py (the GPU image's server entry) through a WSGI call, as waitress makes it."""
+    import importlib
+    import io
+
+    monkeypatch.setenv("BUNDLE_DIR", str(embed_bundle))
+    sys.modules.pop("xlmr_lambda.wsgi", None)
+    wsgi = importlib.import_module("xlmr_lambda.wsgi")
+    body = json.dumps({"inputs": ["hello"]}).encode()
+    seen = {}
+
+    def start_response(status, headers):
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    out = b"".join(wsgi.app({"REQUEST_METHOD": "POST", "PATH_INFO": "/embed", "QUERY_STRING": "",
+                             "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+                             "wsgi.input": io.BytesIO(body)}, start_response))
+    assert seen["status"].startswith("200") and len(json.loads(out)[0]) == 32
+    assert seen["headers"]["Content-Length"] == str(len(out))
+    out = b"".join(wsgi.app({"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "QUERY_STRING": "",
+                             "CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"{x}")}, start_response))
+    assert seen["status"].startswith("400") and json.loads(out)["type"] == "bad_json"
