@@ -49,3 +49,29 @@ def test_real_weights_int8_bundle(minilm, tmp_path):
     cos = (fp32 * int8).sum(1)  # both L2-normalised
     assert cos.min() >= 0.99, cos
     assert np.allclose(np.linalg.norm(int8, axis=1), 1, atol=1e-5)
+
+
+def test_sentence_embeddings_match_sentence_transformers_semantics(minilm, tmp_path):
+    """embed() = what sentence-transformers computes for all-MiniLM-L6-v2: strip, tokenize with
+    truncation at max_seq_length, mean-pool over the attention mask, L2-normalise (computed
+    here with torch on the original BERT, the way ST's Pooling and Normalize modules do)."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    from export.build import ExportOptions, build_bundle
+    from export.convert import minilm_source
+    from runtime import load
+
+    build_bundle(minilm, "feature-extraction", tmp_path / "b", ExportOptions(precisions=("fp32",)),
+                 log=lambda s: None)
+    texts = ["  padded with spaces  ", *TEXTS[:4], "word " * 300]
+    tok = AutoTokenizer.from_pretrained(str(minilm_source()))
+    bert = BertModel.from_pretrained(str(minilm_source())).eval()
+    enc = tok([t.strip() for t in texts], padding=True, truncation="longest_first",
+              max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = bert(**enc).last_hidden_state
+    m = enc.attention_mask[..., None].float()
+    ref = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=1)
+    ours = load(tmp_path / "b", precision="fp32").embed(texts, truncate=True)
+    np.testing.assert_allclose(ours, ref.numpy(), atol=1e-5)

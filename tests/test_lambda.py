@@ -326,6 +326,9 @@ def test_awslambdaric_end_to_end(embed_bundle):
     assert isinstance(api.responses["r4"], list)
     logs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
     assert any(x.get("message") == "bundle loaded" for x in logs)
+    answered = [x for x in logs if x.get("message") == "answered"]
+    assert {x.get("function_request_id") for x in answered} >= {"r2"}  # request id in the logs
+    assert all("cold_start" in x for x in answered)  # Powertools' context fields
     assert any("_aws" in x and "ColdStart" in json.dumps(x) for x in logs)  # EMF metric
 
 
