@@ -59,7 +59,8 @@ def cmd_convert(a: argparse.Namespace) -> None:
 def cmd_predict(a: argparse.Namespace) -> None:
     from runtime import load
 
-    pipe = load(a.bundle, provider=a.provider, precision=a.precision)
+    pipe = load(a.bundle, provider=a.provider, precision=a.precision,
+                io_binding={"auto": None, "on": True, "off": False}[a.io_binding])
     inputs = _value(a.inputs) if a.inputs.lstrip().startswith(("{", "[")) else a.inputs
     print(json.dumps(pipe(inputs, **_params(a.param)), default=_json_default, ensure_ascii=False,
                      indent=2))
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--param", action="append", default=[], help="key=value (value may be JSON)")
     r.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--precision")
+    r.add_argument("--io-binding", default="auto", choices=["auto", "on", "off"],
+                   help="bind inputs/outputs on the device (auto: on for CUDA, off on CPU)")
     r.set_defaults(fn=cmd_predict)
 
     d = sub.add_parser("demo", help="export a model and answer one API request through the handler")

@@ -80,10 +80,12 @@ class Optimum:
 class Bundle:
     """This project's runtime on one of the bundle's files."""
 
-    def __init__(self, bundle: str, precision: str, threads: int, provider: str = "cpu", **_: Any):
+    def __init__(self, bundle: str, precision: str, threads: int, provider: str = "cpu",
+                 io_binding: bool | None = None, **_: Any):
         from runtime import load
 
-        self.pipe = load(bundle, provider=provider, precision=precision, threads=threads)
+        self.pipe = load(bundle, provider=provider, precision=precision, threads=threads,
+                         io_binding=io_binding)
         self.task = self.pipe.manifest.task
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, mask_id: int | None) -> np.ndarray:

@@ -179,6 +179,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if provider in providers:
             specs[f"bundle_{p}"] = {**base, "kind": "bundle", "bundle": str(bundle),
                                     "precision": p, "provider": provider}
+            if provider == "cuda":  # does IO binding pay on this GPU? the same file without it
+                specs[f"bundle_{p}_no_iobinding"] = {**specs[f"bundle_{p}"], "io_binding": False}
     workers = {name: Worker(name, spec) for name, spec in specs.items()}
     try:
         lat: dict[str, dict[str, list[float]]] = {n: {c["name"]: [] for c in cases} for n in workers}

@@ -182,20 +182,21 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
         fused = optimize.optimize(fp32_raw, fused_path, config.num_attention_heads,
                                   config.hidden_size, external)
         opt_cmp = _compare_files(torch_ref, fused_path, feeds, task, names)
-        probe = max(feeds, key=lambda f: f["input_ids"].size)
-        timing = {"unfused_ms": optimize.median_latency_ms(fp32_raw, probe),
-                  "fused_ms": optimize.median_latency_ms(fused_path, probe)}
+        if opts.optimize == "auto":  # forced fusions (--force-optimize) need no timing
+            probe = max(feeds, key=lambda f: f["input_ids"].size)
+            timing = {"unfused_ms": optimize.median_latency_ms(fp32_raw, probe),
+                      "fused_ms": optimize.median_latency_ms(fused_path, probe)}
         if opt_cmp.max_abs_diff > FP32_ATOL:
             log(f"      fused graph off by {opt_cmp.max_abs_diff:.1e}: keeping the unfused one")
             fused = {}
-        elif opts.optimize == "auto" and timing["fused_ms"] >= timing["unfused_ms"]:
+        elif timing and timing["fused_ms"] >= timing["unfused_ms"]:
             log(f"      fusions do not help here ({timing['fused_ms']:.1f} ms fused vs "
                 f"{timing['unfused_ms']:.1f} ms): keeping the unfused graph")
             fused = {}
         else:
             fp32 = fused_path
-        done(", ".join(f"{k} {v}" for k, v in fused.items()) +
-             f" ({timing['unfused_ms']:.1f} -> {timing['fused_ms']:.1f} ms)")
+        done(", ".join(f"{k} {v}" for k, v in fused.items()) + (
+            f" ({timing['unfused_ms']:.1f} -> {timing['fused_ms']:.1f} ms)" if timing else ""))
 
     parity: dict[str, Any] = {"atol": FP32_ATOL, "reference": "pytorch",
                               "batches": len(feeds), "fused_ops": fused, "optimize": timing}

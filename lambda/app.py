@@ -48,12 +48,14 @@ def load_service(settings: Settings) -> Service:
 
             folder = fetch_bundle(settings.model_s3_uri)
         pipe = load(folder, provider=settings.provider, precision=settings.precision,
-                    verify=settings.verify, batch_size=settings.batch_size)
+                    verify=settings.verify, batch_size=settings.batch_size,
+                    io_binding=settings.io_binding)
     except Exception as exc:  # logged with its cause; requests then get a clear 500
         logger.exception("bundle failed to load", extra={"error": str(exc)})
         return Service(None, settings.max_inputs, load_error=exc)
     logger.info("bundle loaded", extra={"task": pipe.manifest.task, "provider": pipe.provider,
                                         "precision": pipe.precision,
+                                        "io_binding": pipe.bundle.io_binding,
                                         "load_ms": round((time.perf_counter() - t0) * 1000, 1)})
     return Service(pipe, settings.max_inputs)
 

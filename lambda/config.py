@@ -20,6 +20,7 @@ class Settings:
     log_inputs: bool
     verify: bool
     batch_size: int
+    io_binding: bool | None = None  # None: on for CUDA, off on CPU
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -36,7 +37,18 @@ class Settings:
             # an image's bundle is immutable: check sizes at start, full sha256 on S3 download
             verify=e.get("VERIFY_BUNDLE", "false").lower() == "true",
             batch_size=int(e.get("BATCH_SIZE", 16)),
+            io_binding=auto_flag("XLMR_IO_BINDING", e.get("XLMR_IO_BINDING", "auto")),
         )
+
+
+def auto_flag(name: str, value: str) -> bool | None:
+    """'auto' (or empty) -> None, 'true'/'false' -> bool; anything else a clear error."""
+    v = value.strip().lower()
+    if v in ("", "auto"):
+        return None
+    if v in ("true", "false"):
+        return v == "true"
+    raise ValueError(f"{name} must be auto, true or false, got {value!r}")
 
 
 def lambda_safe_environment() -> None:

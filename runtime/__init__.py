@@ -18,12 +18,14 @@ __all__ = ["load", "Pipeline", "Bundle", "XlmrError", "BundleError", "InvalidInp
 
 
 def load(bundle_dir: str | Path, provider: str = "auto", precision: str | None = None,
-         threads: int | None = None, batch_size: int = 16, verify: bool = True) -> Pipeline:
-    """Load a bundle and return the pipeline of its task."""
+         threads: int | None = None, batch_size: int = 16, verify: bool = True,
+         io_binding: bool | None = None) -> Pipeline:
+    """Load a bundle and return the pipeline of its task. `io_binding` None: on for CUDA
+    (inputs and outputs bound on the GPU), off on CPU where it only adds bookkeeping."""
     from .tasks import TASKS
 
     bundle = open_bundle(bundle_dir, provider=provider, precision=precision, threads=threads,
-                         verify=verify)
+                         verify=verify, io_binding=io_binding)
     cls = TASKS.get(bundle.manifest.task)
     if cls is None:
         raise UnsupportedTaskError(f"task {bundle.manifest.task!r} is not served by this runtime")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .binding import bound_run, use_io_binding
 from .errors import BundleError, InputTooLongError
 from .manifest import Manifest, ModelFile, read_manifest, verify_files
 from .session import choose_provider, create_session
@@ -37,6 +38,7 @@ class Bundle:
     model_file: ModelFile
     specials: dict[str, int]
     input_names: tuple[str, ...]
+    io_binding: bool = False  # inputs/outputs bound on the device (CUDA by default)
     tokens_served: int = 0  # real (unpadded) tokens run so far: for logs and metrics
 
     @property
@@ -53,7 +55,10 @@ class Bundle:
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.zeros_like(input_ids)
         self.tokens_served += int(attention_mask.sum())
-        return self.session.run(None, {n: feed[n] for n in self.input_names})
+        feed = {n: feed[n] for n in self.input_names}
+        if self.io_binding:
+            return bound_run(self.session, feed, self.provider)
+        return list(self.session.run(None, feed))
 
     def run_rows(self, rows: list[list[int]], batch_size: int,
                  layout: str = "token") -> list[list[np.ndarray]]:
@@ -89,8 +94,10 @@ class Bundle:
 
 
 def open_bundle(folder: str | Path, provider: str = "auto", precision: str | None = None,
-                threads: int | None = None, verify: bool = True) -> Bundle:
-    """Load a bundle folder. `verify` checks sha256 of every file (sizes are always checked)."""
+                threads: int | None = None, verify: bool = True,
+                io_binding: bool | None = None) -> Bundle:
+    """Load a bundle folder. `verify` checks sha256 of every file (sizes are always checked);
+    `io_binding` None binds inputs and outputs on the device where that pays (CUDA)."""
     import onnxruntime as ort
 
     folder = Path(folder)
@@ -109,9 +116,10 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
         tokenizer, (session, used) = tok.result(), sess.result()
     if used != want and precision == "fp16":
         raise BundleError("the fp16 file is for CUDA; on CPU load precision int8 or fp32")
-    log.info("bundle %s: task %s, provider %s, precision %s", folder, manifest.task, used,
-             precision)
+    bind = use_io_binding(io_binding, used)
+    log.info("bundle %s: task %s, provider %s, precision %s, io binding %s", folder,
+             manifest.task, used, precision, "on" if bind else "off")
     return Bundle(folder=folder, manifest=manifest, tokenizer=tokenizer, session=session,
                   provider=used, model_file=model_file,
                   specials=special_ids(tokenizer, manifest.special_tokens),
-                  input_names=tuple(i.name for i in session.get_inputs()))
+                  input_names=tuple(i.name for i in session.get_inputs()), io_binding=bind)

@@ -49,6 +49,7 @@ def test_fusions_are_counted(bundle_factory, arch):
     assert ops["Attention"] == 2 and ops["Softmax"] == 0
 
 
+@pytest.mark.main_env_only
 @pytest.mark.parametrize("fused_ms,kept", [(5.0, True), (20.0, False)])
 def test_fusions_kept_only_where_they_measure_faster(model_factory, tmp_path, monkeypatch,
                                                       fused_ms, kept):
@@ -59,8 +60,8 @@ def test_fusions_kept_only_where_they_measure_faster(model_factory, tmp_path, mo
     real = optimize.median_latency_ms
     monkeypatch.setattr(optimize, "median_latency_ms", lambda path, feed, **kw:
                         fused_ms if "opt" in Path(path).name else 10.0 + 0 * real(path, feed))
-    m = build_bundle(model_factory("text-classification"), "text-classification", tmp_path / "b",
-                     ExportOptions(precisions=("fp32",)), log=lambda s: None)
+    m = build_bundle(model_factory("text-classification", "roberta"), "text-classification",
+                     tmp_path / "b", ExportOptions(precisions=("fp32",)), log=lambda s: None)
     assert m.parity["optimize"] == {"unfused_ms": 10.0, "fused_ms": fused_ms}
     assert bool(m.parity["fused_ops"]) is kept and m.files[0].optimized is kept
     assert (count_ops(tmp_path / "b" / "model.fp32.onnx")["Attention"] > 0) is kept
@@ -93,6 +94,7 @@ def test_tied_lm_weights_stored_once(bundle_factory, model_factory, task):
     assert largest_initializer(folder / "model.int8.onnx")[2] in ("int8", "uint8")
 
 
+@pytest.mark.main_env_only
 def test_all_precisions_and_forced_external_data(model_factory, tmp_path):
     from export.build import ExportOptions, build_bundle
     from runtime import load
@@ -115,6 +117,7 @@ def test_all_precisions_and_forced_external_data(model_factory, tmp_path):
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer)
 
 
+@pytest.mark.main_env_only
 def test_int8_gate_fails_with_figures(model_factory, tmp_path):
     from export import ExportError
     from export.build import ExportOptions, build_bundle
@@ -125,15 +128,22 @@ def test_int8_gate_fails_with_figures(model_factory, tmp_path):
     assert not (tmp_path / "b").exists() and not list(tmp_path.iterdir())  # no debris
 
 
-@pytest.mark.parametrize("text", TEXTS + ["Paris is the <mask> of France.", "a <mask>b", "<s>x</s>"])
-def test_bundle_tokenizer_matches_source(bundle_factory, model_factory, text):
+@pytest.fixture(scope="module")
+def tokenizer_pairs(bundle_factory, model_factory):
+    """(source tokenizer, bundle tokenizer) per architecture, loaded once: the XLM-R pair
+    takes seconds to load, and the texts below only read them."""
     from transformers import AutoTokenizer
 
     from runtime.tokenization import TextTokenizer
 
-    for arch in ("xlm-roberta", "roberta"):
-        src = AutoTokenizer.from_pretrained(str(model_factory("fill-mask", arch)))
-        ours = TextTokenizer(bundle_factory("fill-mask", arch) / "tokenizer.json")
+    return {arch: (AutoTokenizer.from_pretrained(str(model_factory("fill-mask", arch))),
+                   TextTokenizer(bundle_factory("fill-mask", arch) / "tokenizer.json"))
+            for arch in ("xlm-roberta", "roberta")}
+
+
+@pytest.mark.parametrize("text", TEXTS + ["Paris is the <mask> of France.", "a <mask>b", "<s>x</s>"])
+def test_bundle_tokenizer_matches_source(tokenizer_pairs, text):
+    for src, ours in tokenizer_pairs.values():
         ref = src(text, return_offsets_mapping=True)
         enc = ours.encode([text])[0]
         assert enc.ids == ref["input_ids"]
@@ -149,6 +159,7 @@ def test_mask_takes_the_space_on_its_left(bundle_factory):
     assert ids[2] == 250001 and tok.id_to_token(ids[1]) == "▁the"
 
 
+@pytest.mark.main_env_only
 def test_existing_bundle_survives_a_failed_export(bundle_factory, model_factory, tmp_path):
     from export import ExportError
     from export.build import ExportOptions, build_bundle

@@ -160,6 +160,16 @@ def test_direct_invocation(handlers):
     assert err["statusCode"] == 422 and "bogus" in err["error"]
 
 
+def test_io_binding_setting():
+    from xlmr_lambda.config import Settings
+
+    assert Settings.from_env({}).io_binding is None  # auto: on for CUDA, off on CPU
+    assert Settings.from_env({"XLMR_IO_BINDING": "False"}).io_binding is False
+    assert Settings.from_env({"XLMR_IO_BINDING": "true"}).io_binding is True
+    with pytest.raises(ValueError, match="XLMR_IO_BINDING must be auto, true or false"):
+        Settings.from_env({"XLMR_IO_BINDING": "yes please"})
+
+
 def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path):
     from xlmr_lambda.app import make_handler
     from xlmr_lambda.config import Settings

@@ -1,11 +1,14 @@
-"""Provider and thread selection, tested with faked provider lists and cgroup files (the CUDA
-path itself runs only where a GPU is: see test_cuda_when_available)."""
+"""Provider, thread and IO-binding selection, tested with faked provider lists, cgroup files and a
+CPU session that claims CUDA (the CUDA path itself runs only where a GPU is: see
+test_cuda_when_available)."""
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 
+from runtime.binding import use_io_binding
 from runtime.errors import ProviderError
 from runtime.session import CPU, CUDA, choose_provider, usable_cpus
 from tests.conftest import needs_torch
@@ -85,11 +88,111 @@ def test_cuda_when_available(bundle_factory):
         pytest.skip("no CUDA provider on this host")
     folder = bundle_factory("text-classification", precisions=("fp32", "int8", "fp16"))
     gpu, cpu = load(folder), load(folder, provider="cpu", precision="fp32")
-    assert (gpu.provider, gpu.precision) == ("cuda", "fp16")
+    unbound = load(folder, io_binding=False)
+    assert (gpu.provider, gpu.precision, gpu.bundle.io_binding) == ("cuda", "fp16", True)
+    assert not unbound.bundle.io_binding
     texts = ["Paris is nice.", "東京は日本の首都です。"]
+    assert gpu(texts, top_k=None) == unbound(texts, top_k=None)
     for a, b in zip(gpu(texts, top_k=None), cpu(texts, top_k=None)):
         assert [x["label"] for x in a] == [x["label"] for x in b]
         assert max(abs(x["score"] - y["score"]) for x, y in zip(a, b)) < 1e-2
+
+
+def test_io_binding_where_it_pays():
+    assert use_io_binding(None, "cuda") and not use_io_binding(None, "cpu")
+    assert use_io_binding(True, "cpu") and not use_io_binding(False, "cuda")
+
+
+CASES = {"fill-mask": ("Paris is the <mask> of France. <mask>!", {"top_k": 3}),
+         "feature-extraction": (["hello", "مرحبا بالعالم 🌍 long " * 5], {}),
+         "question-answering": ({"question": "Where?", "context": "I live in 東京 and Paris."},
+                                {"top_k": 2})}
+
+
+@needs_torch
+@pytest.mark.parametrize("task", sorted(CASES))
+def test_io_binding_gives_the_same_answers(bundle_factory, task):
+    """The bound path (onnxruntime's IOBinding on the CPU device here) answers bit for bit as
+    session.run does, multi-output graphs (QA) in the graph's output order included."""
+    from runtime import load
+
+    folder = bundle_factory(task)
+    bound, plain = load(folder, io_binding=True), load(folder)
+    assert bound.bundle.io_binding and not plain.bundle.io_binding
+    inputs, params = CASES[task]
+    assert bound(inputs, **params) == plain(inputs, **params)
+
+
+class CudaLikeSession:
+    """A real CPU session that says it runs on CUDA and records the devices IO binding asks
+    for, so the CUDA branch runs end to end on a host without a GPU."""
+
+    real: type
+
+    def __init__(self, path, opts, providers):
+        assert providers[0][0] == CUDA
+        self.inner, self.devices = self.real(path, opts, providers=[CPU]), []
+
+    def get_providers(self):
+        return [CUDA, CPU]
+
+    def get_inputs(self):
+        return self.inner.get_inputs()
+
+    def get_outputs(self):
+        return self.inner.get_outputs()
+
+    def run(self, *a, **k):
+        raise AssertionError("on CUDA the runtime should go through IO binding")
+
+    def io_binding(self):
+        session = self
+
+        class Binding:
+            inner = self.inner.io_binding()
+
+            def bind_ortvalue_input(self, name, value):
+                self.inner.bind_ortvalue_input(name, value)
+
+            def bind_output(self, name, device, device_id=0):
+                session.devices.append(("output", device, device_id))
+                self.inner.bind_output(name, "cpu", 0)
+
+            def __getattr__(self, attr):
+                return getattr(self.inner, attr)
+
+        return Binding()
+
+    def run_with_iobinding(self, binding):
+        self.inner.run_with_iobinding(binding.inner)
+
+
+@needs_torch
+def test_cuda_branch_binds_inputs_and_outputs_on_the_gpu(bundle_factory, monkeypatch):
+    import onnxruntime as ort
+
+    from runtime import load
+
+    folder = bundle_factory("fill-mask")
+    cpu = load(folder, provider="cpu", precision="fp32")
+    devices: list = []
+    real_from_numpy = ort.OrtValue.ortvalue_from_numpy
+
+    def from_numpy(array, device="cpu", device_id=0):
+        devices.append(("input", device, device_id, array.dtype))
+        return real_from_numpy(array, "cpu", 0)
+
+    CudaLikeSession.real = ort.InferenceSession
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", CudaLikeSession)
+    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy", staticmethod(from_numpy))
+    gpu = load(folder)  # auto: CUDA taken, no fp16 file in this bundle so fp32, IO binding on
+    assert (gpu.provider, gpu.precision, gpu.bundle.io_binding) == ("cuda", "fp32", True)
+    text = "Le <mask> est bleu."
+    assert gpu(text, top_k=4) == cpu(text, top_k=4)
+    assert devices == [("input", "cuda", 0, np.dtype("int64"))] * 2
+    assert gpu.bundle.session.devices == [("output", "cuda", 0)]
+    assert not load(folder, io_binding=False).bundle.io_binding
 
 
 def test_both_wheels_installed_is_named(monkeypatch, caplog):
