@@ -31,10 +31,14 @@ def test_every_task_and_architecture(bundle_factory, task, arch):
     assert m.inputs == ("input_ids", "attention_mask")
     assert m.parity["fp32"]["max_abs_diff"] <= 1e-4
     assert {f.precision for f in m.files} == {"fp32", "int8"}
+    assert all(f.external_data for f in m.files)  # weights in <file>.data, mapped at load
     graph = onnx.load(str(folder / "model.fp32.onnx"), load_external_data=False).graph
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
     if task in ("text-classification", "zero-shot-classification", "token-classification"):
         assert m.id2label and m.label2id and len(m.id2label) == len(m.label2id)
+    # readable by Lambda's non-root user once COPY'd into an image
+    assert {oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {"0o644"}
+    assert folder.stat().st_mode & 0o777 == 0o755
 
 
 @pytest.mark.parametrize("arch", ["xlm-roberta", "roberta"])
@@ -85,8 +89,10 @@ def test_tied_lm_weights_stored_once(bundle_factory, model_factory, task):
     folder = bundle_factory(task)
     with safe_open(str(model_factory(task) / "model.safetensors"), "np") as f:
         table = f.get_tensor(next(k for k in f.keys() if "word_embeddings" in k))
-    fp32 = (folder / "model.fp32.onnx").stat().st_size
-    int8 = (folder / "model.int8.onnx").stat().st_size
+    def on_disk(name):  # the graph plus its external weights
+        return sum(p.stat().st_size for p in folder.glob(f"model.{name}.onnx*"))
+
+    fp32, int8 = on_disk("fp32"), on_disk("int8")
     assert table.nbytes < fp32 < 1.5 * table.nbytes
     assert table.nbytes / 4 < int8 < 0.6 * table.nbytes  # embedding quantized as a Gather
     from export.quantize import largest_initializer
@@ -102,7 +108,8 @@ def test_all_precisions_and_forced_external_data(model_factory, tmp_path):
     out = tmp_path / "b"
     m = build_bundle(model_factory("text-classification"), "text-classification", out,
                      ExportOptions(precisions=("fp32", "int8", "fp16", "int4"),
-                                   external_data=True, min_agreement=0.0), log=lambda s: None)
+                                   trace_external_data=True, min_agreement=0.0),
+                     log=lambda s: None)
     by = {f.precision: f for f in m.files}
     assert {"fp32": "cpu", "int8": "cpu", "fp16": "cuda", "int4": "cpu"} == \
         {p: f.provider for p, f in by.items()}
@@ -115,6 +122,23 @@ def test_all_precisions_and_forced_external_data(model_factory, tmp_path):
     assert any(n.op_type == "MatMulNBits" for n in ops)
     fp16 = onnx.load(str(out / by["fp16"].path))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer)
+
+
+@pytest.mark.main_env_only
+def test_inline_weights(model_factory, tmp_path):
+    """--inline-weights: one file per precision, even when the export's own files were external."""
+    from export.build import ExportOptions, build_bundle
+    from runtime import load
+
+    out = tmp_path / "b"
+    m = build_bundle(model_factory("text-classification", "roberta"), "text-classification", out,
+                     ExportOptions(precisions=("fp32", "int8"), external_data=False,
+                                   trace_external_data=True, min_agreement=0.0),
+                     log=lambda s: None)
+    assert not any(f.external_data for f in m.files)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp32.onnx",
+                                                      "model.int8.onnx", "tokenizer.json"]
+    assert load(out, precision="fp32")(TEXTS[1])[0]["label"]
 
 
 @pytest.mark.main_env_only
