@@ -298,10 +298,11 @@ def _int8_with_gate(fp32: Path, dst: Path, external: bool, feeds, task, names,
 
     tried = []
     for recipe in quantize.INT8_RECIPES:
-        kept = quantize.quantize_int8(fp32, dst, recipe, external, config.hidden_size,
-                                      config.intermediate_size)
+        kept, head = quantize.quantize_int8(fp32, dst, recipe, external, config.hidden_size,
+                                            config.intermediate_size)
         cmp = _compare_files(fp32_ref, dst, feeds, task, names)
-        tried.append({"recipe": recipe.name, "fp32_matmuls": len(kept), **cmp.as_dict()})
+        tried.append({"recipe": recipe.name, "fp32_matmuls": len(kept),
+                      "int8_head_gemm": head, **cmp.as_dict()})
         log(f"      int8 recipe {recipe.name}: top-1 agreement {cmp.top1_agreement:.4f}")
         if cmp.top1_agreement >= threshold:
             return recipe.name, tried

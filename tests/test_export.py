@@ -98,6 +98,50 @@ def test_tied_lm_weights_stored_once(bundle_factory, model_factory, task):
     from export.quantize import largest_initializer
 
     assert largest_initializer(folder / "model.int8.onnx")[2] in ("int8", "uint8")
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["parity"]["int8_recipes_tried"][0]["int8_head_gemm"]  # no fp32 copy per run
+
+
+@pytest.mark.main_env_only
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("x_shape", [(16, 3), (2, 16, 5)])  # fill-mask rows; causal-lm batch
+def test_int8_tied_head_matches_the_dequantized_matmul(dtype, x_shape):
+    """DequantizeLinear(W) -> MatMul(W, x) becomes an int8 GEMM on W as stored; same answers
+    within int8 rounding of x, and the fp32 copy of the table is gone from the graph."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.quantize import int8_tied_head
+
+    rng = np.random.default_rng(0)
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    w = rng.integers(lo, hi, (300, 16), endpoint=True).astype(dtype)
+    zero = np.array(128 if dtype == np.uint8 else 0, dtype)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["W", "s", "z"], ["Wf"]),
+         helper.make_node("MatMul", ["Wf", "x"], ["y"])], "head",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None] * len(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+         numpy_helper.from_array(zero, "z")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    x[..., 0] = 0.0  # an all-zero column (a padded row) must not divide by zero
+
+    def run(p):
+        sess = ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"x": x})[0]
+
+    ref = run(proto)
+    assert int8_tied_head(proto)
+    ops = [n.op_type for n in proto.graph.node]
+    assert "MatMulInteger" in ops and "DequantizeLinear" not in ops and "MatMul" not in ops
+    got = run(proto)
+    assert got.shape == ref.shape and np.isfinite(got).all()
+    scale = np.abs(x).max(axis=-2, keepdims=True) / 63  # x's 7-bit step, per column
+    bound = 0.02 * np.abs(w.astype(np.float32) - zero).sum(-1, keepdims=True) * scale / 2
+    assert (np.abs(got - ref) <= bound + 1e-5).all()
+    assert (got.argmax(-2) == ref.argmax(-2)).mean() >= 0.9
 
 
 @pytest.mark.main_env_only
