@@ -216,19 +216,24 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
     for n, precision in enumerate(opts.precisions, start=5):
         done = _step(log, n, steps, f"{precision}")
         name = f"model.{precision}.onnx"
-        recipe = None
-        if precision == "fp32":
-            _copy_model(fp32, out / name)
-        elif precision == "int8":
-            recipe, tried = _int8_with_gate(fp32, out / name, external, feeds, task, names,
-                                            opts.min_agreement, config, log)
-            parity["int8_recipes_tried"] = tried
-        elif precision == "fp16":
-            quantize.convert_fp16(fp32, out / name, external)
-        elif precision == "int4":
-            quantize.quantize_int4(fp32, out / name, external)
+        recipe, ext = None, opts.external_data  # every writer saves the bundle's layout once
+        try:
+            if precision == "fp32":
+                _copy_model(fp32, out / name, ext)
+            elif precision == "int8":
+                recipe, tried = _int8_with_gate(fp32, out / name, ext, feeds, task, names,
+                                                opts.min_agreement, config, log)
+                parity["int8_recipes_tried"] = tried
+            elif precision == "fp16":
+                quantize.convert_fp16(fp32, out / name, ext)
+            elif precision == "int4":
+                quantize.quantize_int4(fp32, out / name, ext)
+        except ValueError as exc:
+            if ext:
+                raise
+            raise ExportError(f"{name} cannot hold its weights inline ({exc}); "
+                              "drop --inline-weights") from exc  # protobuf's 2 GB limit
         cmp = _compare_files(torch_ref, out / name, feeds, task, names)
-        _weights_layout(out / name, opts.external_data)
         if precision == "fp32" and cmp.max_abs_diff > FP32_ATOL:
             raise ToleranceError(f"fp32 bundle file differs from PyTorch by {cmp.max_abs_diff:.2e}")
         parity[precision] = cmp.as_dict()
@@ -262,27 +267,14 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
 _LABELLED = ("text-classification", "zero-shot-classification", "token-classification")
 
 
-def _copy_model(src: Path, dst: Path) -> None:
-    shutil.copyfile(src, dst)
-    data = src.with_name(src.name + ".data")
-    if data.exists():
-        # the graph names its data file: rewrite it to the new name
-        import onnx
-
-        onnx_export.save_onnx(onnx.load(str(src)), dst, external_data=True)
-
-
-def _weights_layout(path: Path, external: bool) -> None:
-    """Rewrite a model file with its weights in `<file>.data` or inline, as asked."""
-    import onnx
-
-    if path.with_name(path.name + ".data").exists() == external:
+def _copy_model(src: Path, dst: Path, external: bool) -> None:
+    """The fp32 work file as a bundle file, weights inline or in `<dst>.data`."""
+    if not external and not src.with_name(src.name + ".data").exists():
+        shutil.copyfile(src, dst)
         return
-    try:
-        onnx_export.save_onnx(onnx.load(str(path)), path, external_data=external)
-    except ValueError as exc:  # protobuf's 2 GB limit
-        raise ExportError(f"{path.name} cannot hold its weights inline ({exc}); "
-                          "drop --inline-weights") from exc
+    import onnx  # the graph names its data file: re-save under the new name
+
+    onnx_export.save_onnx(onnx.load(str(src)), dst, external_data=external)
 
 
 def _int8_with_gate(fp32: Path, dst: Path, external: bool, feeds, task, names,

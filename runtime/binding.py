@@ -8,9 +8,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-DEVICES = {"cpu": "cpu", "cuda": "cuda"}
-
-
 def use_io_binding(requested: bool | None, provider: str) -> bool:
     """None means where it pays: on the CUDA provider, not on CPU."""
     return provider == "cuda" if requested is None else bool(requested)
@@ -18,19 +15,17 @@ def use_io_binding(requested: bool | None, provider: str) -> bool:
 
 def bound_run(session: Any, feed: Mapping[str, np.ndarray], provider: str,
               device_id: int = 0) -> list[np.ndarray]:
-    """session.run(None, feed) through an IO binding on `provider`'s device; same outputs."""
+    """session.run(None, feed) through an IO binding on `provider`'s device ("cpu" or
+    "cuda", onnxruntime's device names too); same outputs."""
     import onnxruntime as ort
 
-    device = DEVICES[provider]
     binding = session.io_binding()
-    values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), device, device_id)
+    values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), provider, device_id)
               for name, a in feed.items()}  # kept alive until the run is over
     for name, value in values.items():
         binding.bind_ortvalue_input(name, value)
     for out in session.get_outputs():
-        binding.bind_output(out.name, device, device_id)
+        binding.bind_output(out.name, provider, device_id)
     session.run_with_iobinding(binding)
     outputs: list[np.ndarray] = binding.copy_outputs_to_cpu()
-    binding.clear_binding_inputs()
-    binding.clear_binding_outputs()
     return outputs
