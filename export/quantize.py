@@ -42,6 +42,13 @@ def ffn_matmuls(proto: onnx.ModelProto, hidden: int, intermediate: int, which: s
             if n.op_type == "MatMul" and len(n.input) > 1 and shapes.get(n.input[1]) in wanted]
 
 
+def _fresh(dst: Path) -> Path:
+    """Remove an earlier attempt's file and weights: onnx *appends* to an existing .data."""
+    Path(dst).unlink(missing_ok=True)
+    Path(dst).with_name(Path(dst).name + ".data").unlink(missing_ok=True)
+    return dst
+
+
 def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
                   hidden: int, intermediate: int) -> tuple[list[str], bool]:
     """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included); returns
@@ -51,7 +58,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
     exclude = ffn_matmuls(onnx.load(str(src), load_external_data=False), hidden, intermediate,
                           recipe.fp32_ffn) if recipe.fp32_ffn else []
     quantize_dynamic(
-        str(src), str(dst), weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
+        str(src), str(_fresh(dst)), weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
         reduce_range=recipe.reduce_range, nodes_to_exclude=exclude,
         op_types_to_quantize=["MatMul", "Attention", "Gather", "EmbedLayerNormalization"],
         use_external_data_format=external_data,
@@ -133,7 +140,7 @@ def convert_fp16(src: Path, dst: Path, external_data: bool) -> None:
 
     model = OnnxModel(onnx.load(str(src)))
     model.convert_float_to_float16(keep_io_types=True)
-    model.save_model_to_file(str(dst), use_external_data_format=external_data)
+    model.save_model_to_file(str(_fresh(dst)), use_external_data_format=external_data)
 
 
 def quantize_int4(src: Path, dst: Path, external_data: bool, block_size: int = 32) -> None:
@@ -142,7 +149,7 @@ def quantize_int4(src: Path, dst: Path, external_data: bool, block_size: int = 3
 
     quant = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=block_size, is_symmetric=True)
     quant.process()
-    quant.model.save_model_to_file(str(dst), use_external_data_format=external_data)
+    quant.model.save_model_to_file(str(_fresh(dst)), use_external_data_format=external_data)
 
 
 def largest_initializer(path: Path) -> tuple[str, tuple[int, ...], str]:

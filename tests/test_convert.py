@@ -4,6 +4,7 @@ accuracy gate (the case onnxruntime #9599 reports collapsing) with sentence-embe
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from tests.conftest import TEXTS, needs_torch
@@ -44,6 +45,13 @@ def test_real_weights_int8_bundle(minilm, tmp_path):
     assert m.sentence_embedding == {"pooling": "mean", "normalize": True, "max_seq_length": 256}
     assert m.parity["int8"]["top1_agreement"] >= 0.99
     assert m.files[1].recipe == m.parity["int8_recipes_tried"][-1]["recipe"]
+    assert len(m.parity["int8_recipes_tried"]) > 1  # the gate rewrote model.int8.onnx
+    for f in m.files:  # each .data holds the tensors its graph points to, once (+ alignment)
+        ext = [{e.key: e.value for e in t.external_data} for t in
+               onnx.load(str(tmp_path / "b" / f.path), load_external_data=False).graph.initializer
+               if t.data_location == onnx.TensorProto.EXTERNAL]
+        end = max(int(e["offset"]) + int(e["length"]) for e in ext)
+        assert end <= f.external_data[0]["size"] <= end + 65536, f.path
     fp32 = load(tmp_path / "b", precision="fp32").embed(TEXTS)
     int8 = load(tmp_path / "b", precision="int8").embed(TEXTS)
     cos = (fp32 * int8).sum(1)  # both L2-normalised
