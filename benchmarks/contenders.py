@@ -82,7 +82,7 @@ class Bundle:
 
     def __init__(self, bundle: str, precision: str, threads: int, provider: str = "cpu",
                  io_binding: bool | None = None, **_: Any):
-        from runtime import load
+        from xlmr_serverless.runtime import load
 
         self.pipe = load(bundle, provider=provider, precision=precision, threads=threads,
                          io_binding=io_binding)

@@ -103,9 +103,9 @@ def export_optimum(model: str, task: str, folder: Path, isa: list[str]) -> tuple
 def cold_start(kind: str, bundle: Path, model: str, task: str, text: Any) -> dict[str, float]:
     """Process start -> first answer, and the process's peak RSS, in a fresh interpreter."""
     scripts = {
-        "runtime": f"from runtime import load\np = load({str(bundle)!r}, verify=False)\np({text!r})",
-        "lambda_handler": ("import json\nfrom xlmr_lambda.handler import handler\n"
-                           "from xlmr_lambda.local import LocalContext, sample_event\n"
+        "runtime": f"from xlmr_serverless.runtime import load\np = load({str(bundle)!r}, verify=False)\np({text!r})",
+        "lambda_handler": ("import json\nfrom xlmr_serverless.aws_lambda.handler import handler\n"
+                           "from xlmr_serverless.aws_lambda.local import LocalContext, sample_event\n"
                            f"r = handler(sample_event({str(bundle)!r}, 'hello'), LocalContext())\n"
                            "assert r['statusCode'] == 200, r"),
         "transformers_pipeline": (f"from transformers import pipeline\n"
@@ -139,9 +139,9 @@ def accuracy(ref: np.ndarray, got: np.ndarray, task: str) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from export.build import ExportOptions, build_bundle
-    from runtime.manifest import read_manifest
-    from runtime.tokenization import TextTokenizer, special_ids
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.runtime.manifest import read_manifest
+    from xlmr_serverless.runtime.tokenization import TextTokenizer, special_ids
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

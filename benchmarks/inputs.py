@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.tokenization import TextTokenizer
+from xlmr_serverless.runtime.tokenization import TextTokenizer
 
 SENTENCES = (
     "The committee in Geneva approved the new budget for renewable energy projects.",

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.inputs import token_rows
-from runtime import load
+from xlmr_serverless.runtime import load
 
 
 def time_paths(bundle: Any, ids: np.ndarray, rounds: int) -> dict[str, list[float]]:

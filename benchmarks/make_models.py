@@ -17,7 +17,7 @@ def make_base(folder: Path, task: str) -> Path:
 
 
 def main(root: Path) -> None:
-    from export.convert import convert_bert_to_roberta, minilm_source
+    from xlmr_serverless.export.convert import convert_bert_to_roberta, minilm_source
 
     root.mkdir(parents=True, exist_ok=True)
     for task in ("fill-mask", "text-classification"):

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.inputs import token_rows
-from export import quantize
-from runtime.manifest import read_manifest
-from runtime.session import create_session
-from runtime.tokenization import TextTokenizer, special_ids
+from xlmr_serverless.export import quantize
+from xlmr_serverless.runtime.manifest import read_manifest
+from xlmr_serverless.runtime.session import create_session
+from xlmr_serverless.runtime.tokenization import TextTokenizer, special_ids
 
 
 def build_variants(fp32: Path, work: Path, hidden: int, intermediate: int) -> dict[str, Path]:

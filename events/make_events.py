@@ -2,28 +2,45 @@
     sam local generate-event apigateway http-api-proxy > base-http-api-proxy.json
     sam local generate-event apigateway aws-proxy --method POST --path predict > base-aws-proxy.json
 Each route gets an HTTP API (2.0) and a REST (1.0) event, for `sam local invoke -e` or
-`xlmr invoke --event`. Run: python events/make_events.py"""
+`xlmr invoke --event`, from the route table and the task specs' samples.
+Run: python events/make_events.py"""
 from __future__ import annotations
 
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).parent
-ROUTES = {
-    "health": ("GET", "/health", None),
-    "predict": ("POST", "/predict", {"inputs": "Paris is the <mask> of France.",
-                                     "parameters": {"top_k": 3}}),
-    "predict-classify": ("POST", "/predict", {"inputs": ["I love it", "Je déteste ça"]}),
-    "predict-qa": ("POST", "/predict", {"inputs": {"question": "Where do I live?",
-                                                   "context": "My name is Wolfgang and I live in Berlin."}}),
-    "embed": ("POST", "/embed", {"inputs": ["What is XLM-R?", "Qu'est-ce que XLM-R ?"],
-                                 "normalize": True}),
-    "rerank": ("POST", "/rerank", {"query": "capital of France",
-                                   "texts": ["Paris is the capital.", "Berlin is in Germany."]}),
-    "openai-embeddings": ("POST", "/v1/embeddings", {"input": ["hello", "bonjour"],
-                                                     "model": "xlmr"}),
-}
+
+
+def samples() -> dict[str, tuple[str, str, Any]]:
+    """event name -> (method, path, body): every route of the route table with its sample
+    body; /predict once per task, with that task's spec sample."""
+    from xlmr_serverless.aws_lambda.routes import ROUTES
+    from xlmr_serverless.runtime.tasks import specs
+
+    out: dict[str, tuple[str, str, Any]] = {}
+    for r in ROUTES:
+        if r.path == "/predict":
+            for task, spec in specs().items():
+                out[f"{r.name}-{task}"] = (r.method, r.path, dict(spec.sample))
+        else:
+            out[r.name] = (r.method, r.path, dict(r.sample) if r.sample else None)
+    return out
+
+
+def task_for(name: str) -> str:
+    """A task whose bundle answers the event `name` (tests run each event on one)."""
+    from xlmr_serverless.aws_lambda.routes import ROUTES
+    from xlmr_serverless.runtime.tasks import specs
+
+    if name.startswith("predict-"):
+        return name[len("predict-"):]
+    path = next(r.path for r in ROUTES if r.name == name)
+    return next((t for t, s in specs().items() if path in s.routes), "feature-extraction")
+
+
 HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
@@ -53,7 +70,10 @@ def rest_event(base: dict, method: str, path: str, body: dict | None) -> dict:
 if __name__ == "__main__":
     http_base = json.loads((HERE / "base-http-api-proxy.json").read_text())
     rest_base = json.loads((HERE / "base-aws-proxy.json").read_text())
-    for name, (method, path, body) in ROUTES.items():
+    for old in HERE.glob("*-*.json"):
+        if old.name.startswith(("http-", "rest-")):
+            old.unlink()
+    for name, (method, path, body) in samples().items():
         for kind, make, base in (("http", http_event, http_base), ("rest", rest_event, rest_base)):
             out = HERE / f"{kind}-{name}.json"
             out.write_text(json.dumps(make(base, method, path, body), indent=2, ensure_ascii=False) + "\n")

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from runtime.manifest import (PRECISION_PROVIDER, PRECISIONS, TOKENIZER_NAME, Manifest,
-                              ModelFile, sha256_file, verify_files, write_manifest)
-
-from . import models, onnx_export, optimize, quantize, validate
+from ..runtime import precisions as registry
+from ..runtime.manifest import (TOKENIZER_NAME, Manifest, ModelFile, sha256_file, verify_files,
+                                write_manifest)
+from ..runtime.tasks.spec import INPUT_NAMES, TaskSpec
+from . import gate, models, onnx_export, optimize, validate, writers
 from .errors import ExportError, ToleranceError
 from .tokenizer import save_tokenizer
 
@@ -39,10 +40,18 @@ class ExportOptions:
     keep_fp32: bool = False
 
 
-def _step(log: Callable[[str], None], n: int, total: int, what: str):
-    t0 = time.perf_counter()
-    log(f"[{n}/{total}] {what} ...")
-    return lambda extra="": log(f"      done in {time.perf_counter() - t0:.1f}s {extra}".rstrip())
+class Steps:
+    """Numbered progress lines: `done = steps("what")` ... `done("figures")`."""
+
+    def __init__(self, total: int, log: Callable[[str], None]) -> None:
+        self.n, self.total, self.log = 0, total, log
+
+    def __call__(self, what: str) -> Callable[..., None]:
+        self.n += 1
+        t0 = time.perf_counter()
+        self.log(f"[{self.n}/{self.total}] {what} ...")
+        return lambda extra="": self.log(
+            f"      done in {time.perf_counter() - t0:.1f}s {extra}".rstrip())
 
 
 def _prepare_output(output: Path) -> Path:
@@ -82,7 +91,7 @@ def _file_entry(folder: Path, name: str, precision: str, optimized: bool,
     data = path.with_name(name + ".data")
     ext = ({"path": data.name, "size": data.stat().st_size, "sha256": sha256_file(data)},) \
         if data.exists() else ()
-    return ModelFile(path=name, precision=precision, provider=PRECISION_PROVIDER[precision],
+    return ModelFile(path=name, precision=precision, provider=registry.get(precision).provider,
                      size=path.stat().st_size, sha256=sha256_file(path), external_data=ext,
                      optimized=optimized, recipe=recipe)
 
@@ -99,22 +108,14 @@ def _versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
 
 
-def _compare_files(ref_fn, path: Path, feeds, task, names) -> validate.Comparison:
-    sess = validate.onnx_session(path)
-    acc = validate.Comparison()
-    for feed in feeds:
-        validate.compare(ref_fn(feed), validate.run_onnx(sess, feed), feed, task, names, acc)
-    return acc
-
-
 def build_bundle(model: str | Path, task: str, output: str | Path,
                  options: ExportOptions | None = None,
                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Manifest:
     """Export `model` for `task` into the bundle folder `output`; returns its manifest."""
     opts = options or ExportOptions()
-    bad = [p for p in opts.precisions if p not in PRECISIONS]
+    bad = [p for p in opts.precisions if p not in registry.REGISTRY]
     if bad or not opts.precisions:
-        raise ExportError(f"unknown precision {bad}; choose from {', '.join(PRECISIONS)}")
+        raise ExportError(f"unknown precision {bad}; choose from {', '.join(registry.NAMES)}")
     output = Path(output)
     config = _load_config(model)
     task = models.infer_task(config) if task == "auto" else task
@@ -142,166 +143,174 @@ def _load_config(model: str | Path) -> Any:
         raise ExportError(f"cannot load a model config from {model!r}: {exc}") from exc
 
 
+@dataclasses.dataclass
+class Source:
+    """The checkpoint as loaded for export: model, config and the tokenizer's facts."""
+
+    model_id: str | Path
+    spec: TaskSpec
+    config: Any
+    model: Any  # the torch module, eval mode
+    tokenizer: dict[str, Any]  # what save_tokenizer returned
+    max_length: int
+
+    @property
+    def mask_id(self) -> int | None:
+        return self.tokenizer["special_tokens"].get("mask", {}).get("id")
+
+    @property
+    def pad_id(self) -> int:
+        return self.config.pad_token_id if self.config.pad_token_id is not None else 1
+
+
+@dataclasses.dataclass
+class Reference:
+    """The validation feeds and PyTorch's outputs on them (computed once), to judge files by."""
+
+    source: Source
+    feeds: list[dict[str, Any]]
+    cache: dict[int, list[Any]] = dataclasses.field(default_factory=dict)
+
+    def outputs(self, feed: dict[str, Any]) -> list[Any]:
+        if id(feed) not in self.cache:
+            wrapper = models.OnnxWrapper(self.source.model, self.source.spec.name,
+                                         self.source.mask_id).eval()
+            self.cache[id(feed)] = validate.run_torch(wrapper, feed)
+        return self.cache[id(feed)]
+
+    def judge(self, path: Path) -> validate.Comparison:
+        return writers.judge(self.outputs, path, self.feeds, self.source.spec)
+
+
 def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: ExportOptions,
            log: Callable[[str], None]) -> Manifest:
-    steps = 5 + len(opts.precisions)
-    done = _step(log, 1, steps, f"load {model_id} ({config.model_type}, {task})")
-    tok_info = save_tokenizer(model_id, out / TOKENIZER_NAME)
-    torch_model = models.load_model(model_id, task)
-    specials = tok_info["special_tokens"]
-    mask_id = specials.get("mask", {}).get("id")
-    pad_id = config.pad_token_id if config.pad_token_id is not None else 1
-    limit = config.max_position_embeddings - pad_id - 1
-    max_length = min(x for x in (limit, opts.max_length, tok_info["model_max_length"]) if x)
+    steps = Steps(5 + len(opts.precisions), log)
+    done = steps(f"load {model_id} ({config.model_type}, {task})")
+    source = load_source(model_id, task, config, out, opts)
     done()
-
-    done = _step(log, 2, steps, "export to ONNX (TorchScript exporter)")
     work = out / ".work"
     work.mkdir()
-    fp32_raw = onnx_export.export_onnx(torch_model, task, work / "model.raw.onnx", mask_id,
-                                       opts.opset, opts.trace_external_data)
-    external = (work / "model.raw.onnx.data").exists()
+    done = steps("export to ONNX (TorchScript exporter)")
+    raw = onnx_export.export_onnx(source.model, task, work / "model.raw.onnx", source.mask_id,
+                                  opts.opset, opts.trace_external_data)
     done()
-
-    done = _step(log, 3, steps, "validate fp32 against PyTorch")
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(out / TOKENIZER_NAME))
-    texts = validate.read_texts(opts.validation_file)
-    feeds = list(validate.encode_batches(tokenizer, texts, task, mask_id, pad_id, max_length))
-    names = models.TASK_SPECS[task].outputs
-    wrapper = models.OnnxWrapper(torch_model, task, mask_id).eval()
-    torch_cache: dict[int, list] = {}
-
-    def torch_ref(feed):
-        key = id(feed)
-        if key not in torch_cache:
-            torch_cache[key] = validate.run_torch(wrapper, feed)
-        return torch_cache[key]
-
-    raw_cmp = _compare_files(torch_ref, fp32_raw, feeds, task, names)
-    if raw_cmp.max_abs_diff > FP32_ATOL:
-        raise ToleranceError(f"fp32 ONNX differs from PyTorch by {raw_cmp.max_abs_diff:.2e} "
+    done = steps("validate fp32 against PyTorch")
+    ref = Reference(source, validation_feeds(source, out / TOKENIZER_NAME, opts))
+    cmp = ref.judge(raw)
+    if cmp.max_abs_diff > FP32_ATOL:
+        raise ToleranceError(f"fp32 ONNX differs from PyTorch by {cmp.max_abs_diff:.2e} "
                              f"(atol {FP32_ATOL:.0e})")
-    done(f"max|diff| {raw_cmp.max_abs_diff:.1e}")
-
-    fp32 = fp32_raw
-    fused: dict[str, int] = {}
-    timing: dict[str, float] = {}
-    if opts.optimize:
-        done = _step(log, 4, steps, "optimize (onnxruntime transformer fusions)")
-        fused_path = work / "model.opt.onnx"
-        fused = optimize.optimize(fp32_raw, fused_path, config.num_attention_heads,
-                                  config.hidden_size, external)
-        opt_cmp = _compare_files(torch_ref, fused_path, feeds, task, names)
-        if opts.optimize == "auto":  # forced fusions (--force-optimize) need no timing
-            probe = max(feeds, key=lambda f: f["input_ids"].size)
-            timing = {"unfused_ms": optimize.median_latency_ms(fp32_raw, probe),
-                      "fused_ms": optimize.median_latency_ms(fused_path, probe)}
-        if opt_cmp.max_abs_diff > FP32_ATOL:
-            log(f"      fused graph off by {opt_cmp.max_abs_diff:.1e}: keeping the unfused one")
-            fused = {}
-        elif timing and timing["fused_ms"] >= timing["unfused_ms"]:
-            log(f"      fusions do not help here ({timing['fused_ms']:.1f} ms fused vs "
-                f"{timing['unfused_ms']:.1f} ms): keeping the unfused graph")
-            fused = {}
-        else:
-            fp32 = fused_path
-        done(", ".join(f"{k} {v}" for k, v in fused.items()) + (
-            f" ({timing['unfused_ms']:.1f} -> {timing['fused_ms']:.1f} ms)" if timing else ""))
-
-    parity: dict[str, Any] = {"atol": FP32_ATOL, "reference": "pytorch",
-                              "batches": len(feeds), "fused_ops": fused, "optimize": timing}
-    files: list[ModelFile] = []
-    for n, precision in enumerate(opts.precisions, start=5):
-        done = _step(log, n, steps, f"{precision}")
-        name = f"model.{precision}.onnx"
-        recipe, ext = None, opts.external_data  # every writer saves the bundle's layout once
-        try:
-            if precision == "fp32":
-                _copy_model(fp32, out / name, ext)
-            elif precision == "int8":
-                recipe, tried = _int8_with_gate(fp32, out / name, ext, feeds, task, names,
-                                                opts.min_agreement, config, log)
-                parity["int8_recipes_tried"] = tried
-            elif precision == "fp16":
-                quantize.convert_fp16(fp32, out / name, ext)
-            elif precision == "int4":
-                quantize.quantize_int4(fp32, out / name, ext)
-        except ValueError as exc:
-            if ext:
-                raise
-            raise ExportError(f"{name} cannot hold its weights inline ({exc}); "
-                              "drop --inline-weights") from exc  # protobuf's 2 GB limit
-        cmp = _compare_files(torch_ref, out / name, feeds, task, names)
-        if precision == "fp32" and cmp.max_abs_diff > FP32_ATOL:
-            raise ToleranceError(f"fp32 bundle file differs from PyTorch by {cmp.max_abs_diff:.2e}")
-        parity[precision] = cmp.as_dict()
-        files.append(_file_entry(out, name, precision, bool(fused), recipe))
-        done(f"top-1 {cmp.top1_agreement:.3f}, max|diff| {cmp.max_abs_diff:.1e}")
-
-    n = steps
-    done = _step(log, n, steps, "write manifest")
+    done(f"max|diff| {cmp.max_abs_diff:.1e}")
+    fp32, parity = fuse(raw, work / "model.opt.onnx", ref, opts, steps)
+    files = [write_precision(precision, fp32, out, ref, opts, parity, steps)
+             for precision in opts.precisions]
+    done = steps("write manifest")
     shutil.rmtree(work)
-    tok_path = out / TOKENIZER_NAME
-    manifest = Manifest(
-        task=task, architecture=config.model_type, source_model=str(model_id),
-        source_revision=getattr(config, "_commit_hash", None), max_length=int(max_length),
-        inputs=onnx_export.INPUT_NAMES, outputs=names, files=tuple(files),
-        special_tokens=specials,
-        tokenizer={"file": TOKENIZER_NAME, "size": tok_path.stat().st_size,
-                   "sha256": sha256_file(tok_path),
-                   "clean_up_tokenization_spaces": tok_info["clean_up_tokenization_spaces"]},
-        id2label={int(k): v for k, v in config.id2label.items()} if task in _LABELLED else None,
-        label2id=dict(config.label2id) if task in _LABELLED else None,
-        problem_type=getattr(config, "problem_type", None),
-        sentence_embedding=_sentence_embedding(model_id) if task == "feature-extraction" else None,
-        parity=parity, versions=_versions(),
-    )
+    manifest = bundle_manifest(source, out, tuple(files), parity)
     write_manifest(manifest, out)
     verify_files(manifest, out)
     done()
     return manifest
 
 
-_LABELLED = ("text-classification", "zero-shot-classification", "token-classification")
+def load_source(model_id: str | Path, task: str, config: Any, out: Path,
+                opts: ExportOptions) -> Source:
+    """The tokenizer saved into the bundle, the model loaded, the length limit worked out
+    (the position table, the tokenizer's and the user's, whichever is smallest)."""
+    tok_info = save_tokenizer(model_id, out / TOKENIZER_NAME)
+    model = models.load_model(model_id, task)
+    pad_id = config.pad_token_id if config.pad_token_id is not None else 1
+    limit = config.max_position_embeddings - pad_id - 1
+    max_length = min(x for x in (limit, opts.max_length, tok_info["model_max_length"]) if x)
+    return Source(model_id, models.spec(task), config, model, tok_info, int(max_length))
 
 
-def _copy_model(src: Path, dst: Path, external: bool) -> None:
-    """The fp32 work file as a bundle file, weights inline or in `<dst>.data`."""
-    if not external and not src.with_name(src.name + ".data").exists():
-        shutil.copyfile(src, dst)
-        return
-    import onnx  # the graph names its data file: re-save under the new name
+def validation_feeds(source: Source, tokenizer_file: Path,
+                     opts: ExportOptions) -> list[dict[str, Any]]:
+    from tokenizers import Tokenizer
 
-    onnx_export.save_onnx(onnx.load(str(src)), dst, external_data=external)
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    texts = validate.read_texts(opts.validation_file)
+    return list(validate.encode_batches(tokenizer, texts, source.spec, source.mask_id,
+                                        source.pad_id, source.max_length))
 
 
-def _int8_with_gate(fp32: Path, dst: Path, external: bool, feeds, task, names,
-                    threshold: float, config: Any, log) -> tuple[str, list[dict[str, Any]]]:
-    """Try the int8 recipes in order until top-1 agreement with fp32 reaches `threshold`."""
-    ref_sess = validate.onnx_session(fp32)
-    cache: dict[int, list] = {}
+def fuse(raw: Path, fused_path: Path, ref: Reference, opts: ExportOptions,
+         steps: Steps) -> tuple[Path, dict[str, Any]]:
+    """onnxruntime's fusions, kept when they match PyTorch and (with optimize="auto") measure
+    faster; returns the fp32 graph to quantize from and the parity record so far."""
+    parity: dict[str, Any] = {"atol": FP32_ATOL, "reference": "pytorch",
+                              "batches": len(ref.feeds), "fused_ops": {}, "optimize": {}}
+    if not opts.optimize:
+        return raw, parity
+    done = steps("optimize (onnxruntime transformer fusions)")
+    config = ref.source.config
+    external = raw.with_name(raw.name + ".data").exists()
+    fused = optimize.optimize(raw, fused_path, config.num_attention_heads, config.hidden_size,
+                              external)
+    cmp = ref.judge(fused_path)
+    timing: dict[str, float] = {}
+    if opts.optimize == "auto":  # forced fusions (--force-optimize) need no timing
+        probe = max(ref.feeds, key=lambda f: f["input_ids"].size)
+        timing = {"unfused_ms": optimize.median_latency_ms(raw, probe),
+                  "fused_ms": optimize.median_latency_ms(fused_path, probe)}
+    keep = True
+    if cmp.max_abs_diff > FP32_ATOL:
+        steps.log(f"      fused graph off by {cmp.max_abs_diff:.1e}: keeping the unfused one")
+        keep = False
+    elif timing and timing["fused_ms"] >= timing["unfused_ms"]:
+        steps.log(f"      fusions do not help here ({timing['fused_ms']:.1f} ms fused vs "
+                  f"{timing['unfused_ms']:.1f} ms): keeping the unfused graph")
+        keep = False
+    parity.update(fused_ops=fused if keep else {}, optimize=timing)
+    done(", ".join(f"{k} {v}" for k, v in fused.items()) + (
+        f" ({timing['unfused_ms']:.1f} -> {timing['fused_ms']:.1f} ms)" if timing else ""))
+    return (fused_path if keep else raw), parity
 
-    def fp32_ref(feed):
-        if id(feed) not in cache:
-            cache[id(feed)] = validate.run_onnx(ref_sess, feed)
-        return cache[id(feed)]
 
-    tried = []
-    for recipe in quantize.INT8_RECIPES:
-        kept, head = quantize.quantize_int8(fp32, dst, recipe, external, config.hidden_size,
-                                            config.intermediate_size)
-        cmp = _compare_files(fp32_ref, dst, feeds, task, names)
-        tried.append({"recipe": recipe.name, "fp32_matmuls": len(kept),
-                      "int8_head_gemm": head, **cmp.as_dict()})
-        log(f"      int8 recipe {recipe.name}: top-1 agreement {cmp.top1_agreement:.4f}")
-        if cmp.top1_agreement >= threshold:
-            return recipe.name, tried
-    figures = "; ".join(f"{t['recipe']}: {t['top1_agreement']:.4f}" for t in tried)
-    raise ExportError(f"int8 accuracy gate failed (top-1 agreement with fp32 under "
-                      f"{threshold:.2%} for every recipe: {figures}); export --precision fp32 "
-                      "or lower --min-agreement")
+def write_precision(precision: str, fp32: Path, out: Path, ref: Reference, opts: ExportOptions,
+                    parity: dict[str, Any], steps: Steps) -> ModelFile:
+    """One bundle file through the precision's registered writer, then judged against
+    PyTorch; fp32 must match it within FP32_ATOL."""
+    done = steps(precision)
+    name = f"model.{precision}.onnx"
+    job = writers.WriteJob(fp32, out / name, opts.external_data, ref.source.spec,
+                           ref.source.config, ref.feeds, opts.min_agreement, steps.log)
+    try:
+        result = writers.writer_for(registry.get(precision))(job)
+    except ValueError as exc:
+        if opts.external_data:
+            raise
+        raise ExportError(f"{name} cannot hold its weights inline ({exc}); "
+                          "drop --inline-weights") from exc  # protobuf's 2 GB limit
+    cmp = ref.judge(out / name)
+    if precision == "fp32" and cmp.max_abs_diff > FP32_ATOL:
+        raise ToleranceError(f"fp32 bundle file differs from PyTorch by {cmp.max_abs_diff:.2e}")
+    parity.update(result.parity)
+    parity[precision] = cmp.as_dict()
+    done(f"{gate.describe(cmp, ref.source.spec.parity)}, max|diff| {cmp.max_abs_diff:.1e}")
+    return _file_entry(out, name, precision, bool(parity["fused_ops"]), result.recipe)
+
+
+def bundle_manifest(source: Source, out: Path, files: tuple[ModelFile, ...],
+                    parity: dict[str, Any]) -> Manifest:
+    config, spec, tok_path = source.config, source.spec, out / TOKENIZER_NAME
+    return Manifest(
+        task=spec.name, architecture=config.model_type, source_model=str(source.model_id),
+        source_revision=getattr(config, "_commit_hash", None), max_length=source.max_length,
+        inputs=INPUT_NAMES, outputs=spec.output_names, files=files,
+        special_tokens=source.tokenizer["special_tokens"],
+        tokenizer={"file": TOKENIZER_NAME, "size": tok_path.stat().st_size,
+                   "sha256": sha256_file(tok_path),
+                   "clean_up_tokenization_spaces":
+                       source.tokenizer["clean_up_tokenization_spaces"]},
+        id2label={int(k): v for k, v in config.id2label.items()} if spec.labelled else None,
+        label2id=dict(config.label2id) if spec.labelled else None,
+        problem_type=getattr(config, "problem_type", None),
+        sentence_embedding=_sentence_embedding(source.model_id)
+        if spec.name == "feature-extraction" else None,
+        parity=parity, versions=_versions(),
+    )
 
 
 def _sentence_embedding(model_id: str | Path) -> dict[str, Any] | None:
@@ -325,9 +334,10 @@ def _sentence_embedding(model_id: str | Path) -> dict[str, Any] | None:
 def _print_summary(manifest: Manifest, output: Path, log: Callable[[str], None]) -> None:
     log(f"\nbundle {output} ({manifest.task}, {manifest.architecture}, max_length "
         f"{manifest.max_length})")
-    log(f"{'file':<24}{'precision':<10}{'MB':>9}  {'top-1':>7}  {'max|diff|':>10}")
+    measure = "cosine>=.99" if models.spec(manifest.task).parity == "cosine" else "top-1"
+    log(f"{'file':<24}{'precision':<10}{'MB':>9}  {measure:>11}  {'max|diff|':>10}")
     for f in manifest.files:
         p = manifest.parity.get(f.precision, {})
         mb = (f.size + sum(e["size"] for e in f.external_data)) / 1e6
-        log(f"{f.path:<24}{f.precision:<10}{mb:>9.1f}  {p.get('top1_agreement', 0):>7.3f}  "
+        log(f"{f.path:<24}{f.precision:<10}{mb:>9.1f}  {p.get('top1_agreement', 0):>11.3f}  "
             f"{p.get('max_abs_diff', 0):>10.2e}")

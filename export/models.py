@@ -2,63 +2,56 @@
 task's ONNX signature (inputs input_ids/attention_mask; named outputs)."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+from ..runtime import tasks
+from ..runtime.tasks.spec import TaskSpec
 from .errors import ExportError
 
 ARCHITECTURES = ("xlm-roberta", "roberta", "xlm-roberta-xl")
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """Export contract of one task: the auto class, the head suffix and the graph outputs."""
-
-    auto_class: str
-    head: str | None  # architectures suffix that carries the right head (None: any)
-    outputs: tuple[str, ...]
-
-
-TASK_SPECS: dict[str, TaskSpec] = {
-    "feature-extraction": TaskSpec("AutoModel", None, ("last_hidden_state",)),
-    "fill-mask": TaskSpec("AutoModelForMaskedLM", "ForMaskedLM", ("logits",)),
-    "text-classification": TaskSpec(
-        "AutoModelForSequenceClassification", "ForSequenceClassification", ("logits",)
-    ),
-    "zero-shot-classification": TaskSpec(
-        "AutoModelForSequenceClassification", "ForSequenceClassification", ("logits",)
-    ),
-    "token-classification": TaskSpec(
-        "AutoModelForTokenClassification", "ForTokenClassification", ("logits",)
-    ),
-    "question-answering": TaskSpec(
-        "AutoModelForQuestionAnswering", "ForQuestionAnswering", ("start_logits", "end_logits")
-    ),
-    "multiple-choice": TaskSpec("AutoModelForMultipleChoice", "ForMultipleChoice", ("logits",)),
-    "causal-lm": TaskSpec("AutoModelForCausalLM", "ForCausalLM", ("logits",)),
-}
+def spec(task: str) -> TaskSpec:
+    """The task's spec, or an ExportError naming the tasks."""
+    if task not in tasks.names():
+        raise ExportError(f"unknown task {task!r}; tasks: auto, {', '.join(tasks.names())}")
+    return tasks.task_spec(task)
 
 
 def has_entailment(label2id: dict[str, int]) -> bool:
     return any(label.lower().startswith("entail") for label in label2id)
 
 
+# what a spec's `requires` asks of the checkpoint's config, and how to say it is missing
+REQUIREMENTS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "entailment_label": (lambda c: has_entailment(c.label2id),
+                         "an NLI model whose labels include 'entailment'"),
+    "is_decoder": (lambda c: bool(getattr(c, "is_decoder", False)),
+                   "a checkpoint with is_decoder=true"),
+}
+
+
+def meets(config: Any, spec: TaskSpec) -> bool:
+    return spec.requires is None or REQUIREMENTS[spec.requires][0](config)
+
+
 def infer_task(config: Any) -> str:
-    """`--task auto`: the task from config.architectures (NLI heads become zero-shot)."""
+    """`--task auto`: the task from config.architectures; among the tasks whose head matches,
+    one with a requirement the config meets wins (an NLI head becomes zero-shot)."""
     archs = getattr(config, "architectures", None) or []
     if not archs:
         raise ExportError("--task auto needs config.architectures; pass --task explicitly")
     arch = archs[0]
-    for task, spec in TASK_SPECS.items():
-        if spec.head and arch.endswith(spec.head):
-            if task == "text-classification" and has_entailment(config.label2id):
-                return "zero-shot-classification"
-            return task
+    matching = [s for s in tasks.specs().values() if s.head and arch.endswith(s.head)]
+    matching.sort(key=lambda s: s.requires is None)
+    for s in matching:
+        if meets(config, s):
+            return s.name
     if arch.endswith("Model"):
-        return "feature-extraction"
+        return next(s.name for s in tasks.specs().values() if s.head is None)
     raise ExportError(f"cannot infer a task from architecture {arch}; pass --task")
 
 
@@ -69,53 +62,46 @@ def check_config(config: Any, task: str) -> None:
             f"model_type {config.model_type!r} is not supported; supported: {', '.join(ARCHITECTURES)}"
             " (a BERT checkpoint can be converted first: see export/convert.py)"
         )
-    if task not in TASK_SPECS:
-        raise ExportError(f"unknown task {task!r}; tasks: auto, {', '.join(TASK_SPECS)}")
-    spec = TASK_SPECS[task]
+    s = spec(task)
     archs = getattr(config, "architectures", None) or []
-    if spec.head and archs and not any(a.endswith(spec.head) for a in archs):
+    if s.head and archs and not any(a.endswith(s.head) for a in archs):
         raise ExportError(
-            f"task {task} needs a *{spec.head} checkpoint, but this one is {archs[0]}: "
+            f"task {task} needs a *{s.head} checkpoint, but this one is {archs[0]}: "
             "its head would be randomly initialised"
         )
-    if task == "zero-shot-classification" and not has_entailment(config.label2id):
-        raise ExportError(
-            "zero-shot-classification needs an NLI model whose labels include 'entailment'; "
-            f"this one has {list(config.label2id)}"
-        )
-    if task == "causal-lm" and not getattr(config, "is_decoder", False):
-        raise ExportError("causal-lm needs a checkpoint with is_decoder=true")
+    if not meets(config, s):
+        assert s.requires is not None
+        labels = f"; this one has labels {list(config.label2id)}" \
+            if s.requires == "entailment_label" else ""
+        raise ExportError(f"{task} needs {REQUIREMENTS[s.requires][1]}{labels}")
 
 
 def load_model(model: str | Path, task: str) -> torch.nn.Module:
     """Load the checkpoint in eval mode with eager attention (the pattern ORT fuses)."""
     import transformers
 
-    cls = getattr(transformers, TASK_SPECS[task].auto_class)
+    cls = getattr(transformers, spec(task).auto_class)
     m = cls.from_pretrained(str(model), attn_implementation="eager", torch_dtype=torch.float32)
     return m.eval()
 
 
 class OnnxWrapper(torch.nn.Module):
-    """Gives every task the same (input_ids, attention_mask) -> named outputs signature."""
+    """Gives every task the same (input_ids, attention_mask) -> named outputs signature; the
+    spec's `graph` says how the outputs are computed, its outputs name them."""
 
     def __init__(self, model: torch.nn.Module, task: str, mask_token_id: int | None) -> None:
         super().__init__()
-        self.model, self.task, self.mask_token_id = model, task, mask_token_id
+        self.model, self.spec, self.mask_token_id = model, spec(task), mask_token_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-        if self.task == "fill-mask":
+        if self.spec.graph == "mask_rows":
             return self._masked_lm(input_ids, attention_mask)
-        if self.task == "causal-lm":
+        if self.spec.graph == "lm_head":
             hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
             return self._lm_head(hidden)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        if self.task == "feature-extraction":
-            return out.last_hidden_state
-        if self.task == "question-answering":
-            return out.start_logits, out.end_logits
-        return out.logits
-
+        values = tuple(getattr(out, name) for name in self.spec.output_names)
+        return values[0] if len(values) == 1 else values
     def _masked_lm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """LM head on the <mask> rows only: [n_masks, vocab] instead of [batch, seq, vocab]."""
         hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]

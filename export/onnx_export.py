@@ -8,37 +8,24 @@ from pathlib import Path
 import onnx
 import torch
 
-from .models import TASK_SPECS, OnnxWrapper
+from ..runtime.tasks.spec import INPUT_NAMES
+from . import models
+from .models import OnnxWrapper
 
-INPUT_NAMES = ("input_ids", "attention_mask")
 TWO_GB = 2 * 1024**3
 
 
 def dummy_inputs(task: str, mask_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A padded example batch; multiple-choice gets the (batch, choices, seq) layout."""
+    """A padded example batch shaped as the spec's inputs (a choices axis adds one dimension);
+    a mask_rows graph gets <mask> tokens to gather."""
+    spec = models.spec(task)
     ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1]])
-    if task == "fill-mask" and mask_token_id is not None:
+    if spec.graph == "mask_rows" and mask_token_id is not None:
         ids[:, 2] = mask_token_id
     mask = (ids != 1).long()
-    if task == "multiple-choice":
+    if len(spec.inputs) == 3:
         return ids.unsqueeze(0), mask.unsqueeze(0)
     return ids, mask
-
-
-def dynamic_axes(task: str) -> dict[str, dict[int, str]]:
-    seq_axes = {0: "batch", 1: "choices", 2: "sequence"} if task == "multiple-choice" else {
-        0: "batch", 1: "sequence"}
-    axes: dict[str, dict[int, str]] = {name: seq_axes for name in INPUT_NAMES}
-    for out in TASK_SPECS[task].outputs:
-        if task == "fill-mask":
-            axes[out] = {0: "masks"}
-        elif task in ("text-classification", "zero-shot-classification"):
-            axes[out] = {0: "batch"}
-        elif task == "multiple-choice":
-            axes[out] = {0: "batch", 1: "choices"}
-        else:
-            axes[out] = {0: "batch", 1: "sequence"}
-    return axes
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -49,13 +36,14 @@ def export_onnx(model: torch.nn.Module, task: str, path: Path, mask_token_id: in
                 opset: int = 17, external_data: bool | None = None) -> Path:
     """Trace `model` for `task` to `path` (fp32); external data when >2 GB or forced."""
     wrapper = OnnxWrapper(model, task, mask_token_id).eval()
+    spec = models.spec(task)
     path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper, dummy_inputs(task, mask_token_id), str(path),
-            input_names=list(INPUT_NAMES), output_names=list(TASK_SPECS[task].outputs),
-            dynamic_axes=dynamic_axes(task), opset_version=opset, do_constant_folding=True,
+            input_names=list(INPUT_NAMES), output_names=list(spec.output_names),
+            dynamic_axes=spec.dynamic_axes(), opset_version=opset, do_constant_folding=True,
             dynamo=False,
         )
     model.eval()  # export restores the wrapper's mode; keep the model in eval for parity

@@ -74,6 +74,67 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
     return exclude, head
 
 
+@dataclasses.dataclass
+class TiedHead:
+    """A DequantizeLinear of a per-tensor 8-bit 2-D table whose every consumer is a MatMul
+    taking it as the left operand: the tied LM head (W @ h^T) after quantize_dynamic."""
+
+    dequantize: onnx.NodeProto
+    table: onnx.TensorProto
+    scale: onnx.TensorProto
+    zero: onnx.TensorProto | None
+    matmuls: list[onnx.NodeProto]
+
+
+def find_tied_heads(proto: onnx.ModelProto) -> list[TiedHead]:
+    from onnx import TensorProto
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    found = []
+    for dq in (n for n in proto.graph.node if n.op_type == "DequantizeLinear"):
+        users = consumers.get(dq.output[0], [])
+        w, scale, zero = (inits.get(x) for x in (list(dq.input) + [""] * 3)[:3])
+        if (w is None or w.data_type not in (TensorProto.INT8, TensorProto.UINT8)
+                or len(w.dims) != 2 or scale is None
+                or len(scale.dims) or (zero is not None and len(zero.dims))
+                or not users or any(u.op_type != "MatMul" or u.input[0] != dq.output[0]
+                                    for u in users)):
+            continue
+        found.append(TiedHead(dq, w, scale, zero, users))
+    return found
+
+
+def int8_head_nodes(p: str, head: TiedHead, x: str,
+                    outputs: list[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """W (int8, as stored) @ q(x), x quantized per column to 7 bits, rescaled to fp32."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Abs", [x], [f"{p}_abs"]),
+        # one scale per column of h^T, i.e. per <mask> row (or position)
+        helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-2], keepdims=1),
+        helper.make_node("Div", [f"{p}_max", f"{p}_63"], [f"{p}_s0"]),
+        helper.make_node("Max", [f"{p}_s0", f"{p}_eps"], [f"{p}_scale"]),
+        helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_div"]),
+        helper.make_node("Round", [f"{p}_div"], [f"{p}_round"]),
+        helper.make_node("Cast", [f"{p}_round"], [f"{p}_q"], to=TensorProto.INT8),
+        helper.make_node("MatMulInteger", [head.table.name, f"{p}_q",
+                                           head.zero.name if head.zero is not None else "",
+                                           f"{p}_zero"], [f"{p}_i32"]),
+        helper.make_node("Cast", [f"{p}_i32"], [f"{p}_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [head.scale.name, f"{p}_scale"], [f"{p}_ws"]),
+        helper.make_node("Mul", [f"{p}_f", f"{p}_ws"], outputs),
+    ]
+    inits = [numpy_helper.from_array(np.array(63, np.float32), f"{p}_63"),
+             numpy_helper.from_array(np.array(1e-12, np.float32), f"{p}_eps"),
+             numpy_helper.from_array(np.array(0, np.int8), f"{p}_zero")]
+    return nodes, inits
+
+
 def int8_tied_head(proto: onnx.ModelProto) -> bool:
     """Run the tied LM head (W @ h^T, W the int8 embedding table) as an int8 GEMM.
 
@@ -84,54 +145,18 @@ def int8_tied_head(proto: onnx.ModelProto) -> bool:
     and 255*127*2 saturates where 255*63*2 does not (the reason for reduce_range). MatMulInteger
     then reads W as it is stored: no fp32 copy. The accuracy gate judges the result as for any
     recipe. True if rewritten."""
-    from onnx import TensorProto, helper
-
-    inits = {i.name: i for i in proto.graph.initializer}
-    nodes = list(proto.graph.node)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    changed = False
-    for dq in [n for n in nodes if n.op_type == "DequantizeLinear"]:
-        users = consumers.get(dq.output[0], [])
-        w, scale, zero = (inits.get(x) for x in (list(dq.input) + [""] * 3)[:3])
-        if (w is None or w.data_type not in (TensorProto.INT8, TensorProto.UINT8)
-                or len(w.dims) != 2 or scale is None
-                or len(scale.dims) or (zero is not None and len(zero.dims))
-                or not users or any(u.op_type != "MatMul" or u.input[0] != dq.output[0]
-                                    for u in users)):
-            continue  # only a per-tensor 8-bit table feeding MatMul as its left operand
-        for k, mm in enumerate(users):
-            p = f"{mm.name or dq.name}_int8head{k}"
-            x = mm.input[1]
-            new = [
-                helper.make_node("Abs", [x], [f"{p}_abs"]),
-                # one scale per column of h^T, i.e. per <mask> row (or position)
-                helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-2], keepdims=1),
-                helper.make_node("Div", [f"{p}_max", f"{p}_63"], [f"{p}_s0"]),
-                helper.make_node("Max", [f"{p}_s0", f"{p}_eps"], [f"{p}_scale"]),
-                helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_div"]),
-                helper.make_node("Round", [f"{p}_div"], [f"{p}_round"]),
-                helper.make_node("Cast", [f"{p}_round"], [f"{p}_q"], to=TensorProto.INT8),
-                helper.make_node("MatMulInteger", [w.name, f"{p}_q",
-                                                   zero.name if zero is not None else "",
-                                                   f"{p}_zero"], [f"{p}_i32"]),
-                helper.make_node("Cast", [f"{p}_i32"], [f"{p}_f"], to=TensorProto.FLOAT),
-                helper.make_node("Mul", [scale.name, f"{p}_scale"], [f"{p}_ws"]),
-                helper.make_node("Mul", [f"{p}_f", f"{p}_ws"], list(mm.output)),
-            ]
-            proto.graph.initializer.extend([
-                numpy_helper.from_array(np.array(63, np.float32), f"{p}_63"),
-                numpy_helper.from_array(np.array(1e-12, np.float32), f"{p}_eps"),
-                numpy_helper.from_array(np.array(0, np.int8), f"{p}_zero")])
+    heads = find_tied_heads(proto)
+    for head in heads:
+        for k, mm in enumerate(head.matmuls):
+            nodes, inits = int8_head_nodes(f"{mm.name or head.dequantize.name}_int8head{k}",
+                                           head, mm.input[1], list(mm.output))
+            proto.graph.initializer.extend(inits)
             at = list(proto.graph.node).index(mm)
             proto.graph.node.remove(mm)
-            for j, node in enumerate(new):
+            for j, node in enumerate(nodes):
                 proto.graph.node.insert(at + j, node)
-        proto.graph.node.remove(dq)
-        changed = True
-    return changed
+        proto.graph.node.remove(head.dequantize)
+    return bool(heads)
 
 
 def convert_fp16(src: Path, dst: Path, external_data: bool) -> None:

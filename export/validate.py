@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from ..runtime.tasks.spec import TaskSpec
 
 # Built-in validation text: Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari, CJK, Thai, emoji.
 DEFAULT_TEXTS = (
@@ -39,20 +41,21 @@ def read_texts(path: Path | None) -> list[str]:
     return [ln for ln in lines if ln] or list(DEFAULT_TEXTS)
 
 
-def encode_batches(tokenizer, texts: list[str], task: str, mask_token_id: int | None,
+def encode_batches(tokenizer: Any, texts: list[str], spec: TaskSpec, mask_token_id: int | None,
                    pad_token_id: int, max_length: int, sizes: tuple[int, ...] = (1, 3, 4),
                    ) -> Iterator[dict[str, np.ndarray]]:
     """Feeds of several batch sizes, each padded to its longest row (so padding is tested);
-    fill-mask rows get a <mask>, multiple-choice batches are grouped two choices a prompt."""
+    a mask_rows graph's rows get a <mask>, a choices axis groups two choices a prompt."""
+    choices = len(spec.inputs) == 3
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     rows = [e.ids for e in tokenizer.encode_batch(texts)]
-    if task == "fill-mask" and mask_token_id is not None:
+    if spec.graph == "mask_rows" and mask_token_id is not None:
         rows = [r[:len(r) // 2] + [mask_token_id] + r[len(r) // 2 + 1:] if len(r) > 2 else r
                 for r in rows]
     start = 0
     for size in sizes * len(rows):
-        if task == "multiple-choice":
+        if choices:
             size = 2 * max(1, size // 2)
         chunk = rows[start:start + size]
         if len(chunk) < size:
@@ -63,7 +66,7 @@ def encode_batches(tokenizer, texts: list[str], task: str, mask_token_id: int | 
         for i, r in enumerate(chunk):
             ids[i, :len(r)] = r
         mask = (ids != pad_token_id).astype(np.int64)
-        if task == "multiple-choice":
+        if choices:
             ids, mask = ids.reshape(-1, 2, width), mask.reshape(-1, 2, width)
         yield {"input_ids": ids, "attention_mask": mask}
 
@@ -88,46 +91,56 @@ class Comparison:
         return d
 
 
-def _rows(out: np.ndarray, mask: np.ndarray, task: str, name: str) -> np.ndarray:
-    """The output rows whose argmax is the prediction, padding positions dropped."""
-    if task in ("token-classification", "causal-lm"):
-        return out[mask.astype(bool)]
-    if task == "question-answering":
-        return out[:, None, :] if out.ndim == 2 else out
-    return out.reshape(-1, out.shape[-1])
-
-
 def compare(ref: list[np.ndarray], got: list[np.ndarray], feed: dict[str, np.ndarray],
-            task: str, names: tuple[str, ...], acc: Comparison) -> Comparison:
-    """Fold one batch into `acc`: max |diff| on real positions, top-1 (or cosine) agreement."""
+            spec: TaskSpec, acc: Comparison) -> Comparison:
+    """Fold one batch into `acc` by the spec's parity measure: max |diff| on real positions,
+    and top-1 agreement (or the cosine of mean-pooled sentences)."""
     mask = feed["attention_mask"]
-    for r, g, name in zip(ref, got, names):
-        if task == "feature-extraction":
-            m = mask.astype(bool)
-            acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(r[m] - g[m]).max()))
-            w = mask[..., None].astype(np.float32)
-            a, b = (r * w).sum(1) / w.sum(1), (g * w).sum(1) / w.sum(1)
-            cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-            acc.cosine_min = min(acc.cosine_min, float(cos.min()))
-            acc.agree += int((cos >= 0.99).sum())
-            acc.total += len(cos)
-            continue
-        if task == "question-answering":
-            m = mask.astype(bool)
-            acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(r[m] - g[m]).max()))
-            rr, gg = np.where(m, r, -np.inf), np.where(m, g, -np.inf)
-            acc.agree += int((rr.argmax(-1) == gg.argmax(-1)).sum())
-            acc.total += len(rr)
-            continue
-        rr, gg = _rows(r, mask, task, name), _rows(g, mask, task, name)
-        if rr.size:
-            acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(rr - gg).max()))
-            acc.agree += int((rr.argmax(-1) == gg.argmax(-1)).sum())
-            acc.total += len(rr)
+    judge = JUDGES[spec.parity]
+    for r, g in zip(ref, got):
+        judge(r, g, mask, acc)
     return acc
 
 
-def onnx_session(path: Path):
+def _cosine(r: np.ndarray, g: np.ndarray, mask: np.ndarray, acc: Comparison) -> None:
+    """Hidden states: mean-pooled sentence vectors must point the same way (>= 0.99)."""
+    m = mask.astype(bool)
+    acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(r[m] - g[m]).max()))
+    w = mask[..., None].astype(np.float32)
+    a, b = (r * w).sum(1) / w.sum(1), (g * w).sum(1) / w.sum(1)
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    acc.cosine_min = min(acc.cosine_min, float(cos.min()))
+    acc.agree += int((cos >= 0.99).sum())
+    acc.total += len(cos)
+
+
+def _span(r: np.ndarray, g: np.ndarray, mask: np.ndarray, acc: Comparison) -> None:
+    """Start/end logits: the same best position per row, padding excluded."""
+    m = mask.astype(bool)
+    acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(r[m] - g[m]).max()))
+    rr, gg = np.where(m, r, -np.inf), np.where(m, g, -np.inf)
+    acc.agree += int((rr.argmax(-1) == gg.argmax(-1)).sum())
+    acc.total += len(rr)
+
+
+def _top1(rr: np.ndarray, gg: np.ndarray, acc: Comparison) -> None:
+    if rr.size:
+        acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(rr - gg).max()))
+        acc.agree += int((rr.argmax(-1) == gg.argmax(-1)).sum())
+        acc.total += len(rr)
+
+
+JUDGES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, Comparison], None]] = {
+    "cosine": _cosine,
+    "span": _span,
+    # per real (unpadded) token, and per output row
+    "token": lambda r, g, mask, acc: _top1(r[mask.astype(bool)], g[mask.astype(bool)], acc),
+    "row": lambda r, g, mask, acc: _top1(r.reshape(-1, r.shape[-1]), g.reshape(-1, g.shape[-1]),
+                                         acc),
+}
+
+
+def onnx_session(path: Path) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -135,11 +148,11 @@ def onnx_session(path: Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(session, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run_onnx(session: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     return session.run(None, feed)
 
 
-def run_torch(wrapper, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run_torch(wrapper: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     import torch
 
     with torch.no_grad():

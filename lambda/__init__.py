@@ -1,1 +1,1 @@
-"""AWS Lambda adapter over runtime/ (installed as the package xlmr_lambda)."""
+"""AWS Lambda adapter over runtime/ (installed as xlmr_serverless.aws_lambda)."""

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import (APIGatewayHttpResolver, APIGatewayRestResolver,
@@ -15,6 +15,7 @@ from aws_lambda_powertools.event_handler import (APIGatewayHttpResolver, APIGate
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .config import Settings, lambda_safe_environment
+from .routes import ROUTES, Route
 from .service import Service, error_body, parse_json
 
 class _StdoutHandler(logging.StreamHandler):
@@ -36,7 +37,7 @@ metrics = Metrics(namespace="xlmr-serverless", service="xlmr-serverless")
 
 def load_service(settings: Settings) -> Service:
     """Load the bundle (image folder or S3); a failure is logged once and answered as 500s."""
-    from runtime import load
+    from ..runtime import load
 
     t0 = time.perf_counter()
     logger.info("loading bundle", extra={"bundle_dir": str(settings.bundle_dir),
@@ -53,14 +54,12 @@ def load_service(settings: Settings) -> Service:
     except Exception as exc:  # logged with its cause; requests then get a clear 500
         logger.exception("bundle failed to load", extra={"error": str(exc)})
         return Service(None, settings.max_inputs, load_error=exc)
-    logger.info("bundle loaded", extra={"task": pipe.manifest.task, "provider": pipe.provider,
-                                        "precision": pipe.precision,
-                                        "io_binding": pipe.bundle.io_binding,
+    logger.info("bundle loaded", extra={**pipe.describe(), "io_binding": pipe.io_binding,
                                         "load_ms": round((time.perf_counter() - t0) * 1000, 1)})
     return Service(pipe, settings.max_inputs)
 
 
-def batch_size(request: Any) -> int:
+def input_count(request: Any) -> int:
     """How many inputs a request carries, whatever the route's field is called."""
     if not isinstance(request, dict):
         return 1
@@ -69,49 +68,35 @@ def batch_size(request: Any) -> int:
 
 
 def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
-    """One resolver with every route; errors mapped to JSON in one place."""
+    """One resolver with every route of the route table; errors mapped to JSON in one place."""
     cors = CORSConfig(allow_origin=settings.cors_origin) if settings.cors_origin else None
     app = resolver_cls(cors=cors)
 
-    def body() -> Any:
-        return parse_json(app.current_event.decoded_body, settings.max_body_bytes)
+    def view(r: Route) -> Callable[[], Response]:
+        if r.view == "health":
+            def health() -> Response:
+                h = service.health()
+                return Response(200 if h["status"] == "ok" else 503, "application/json",
+                                json.dumps(h))
+            return health
 
-    def respond(route: str, fn: Any, request: Any) -> Response:
-        bundle = service.pipe.bundle if service.pipe else None
-        tokens_before = bundle.tokens_served if bundle else 0
-        t0 = time.perf_counter()
-        result = fn(request)
-        ms = (time.perf_counter() - t0) * 1000
-        tokens = (bundle.tokens_served - tokens_before) if bundle else 0
-        metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ms)
-        metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
-        logger.info("answered", extra={
-            "route": route, "latency_ms": round(ms, 2), "tokens": tokens,
-            "batch_size": batch_size(request),
-            "task": service.pipe.manifest.task if service.pipe else None,
-            **({"body": app.current_event.body} if settings.log_inputs else {})})
-        return Response(200, "application/json", json.dumps(result, ensure_ascii=False))
+        def answer() -> Response:
+            request = parse_json(app.current_event.decoded_body, settings.max_body_bytes)
+            t0 = time.perf_counter()
+            result, tokens = service.answer(r.view, r.path, request)
+            ms = (time.perf_counter() - t0) * 1000
+            metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ms)
+            metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
+            logger.info("answered", extra={
+                "route": r.path, "latency_ms": round(ms, 2), "tokens": tokens,
+                "inputs": input_count(request),
+                "task": service.pipe.task if service.pipe else None,
+                **({"body": app.current_event.body} if settings.log_inputs else {})})
+            return Response(200, "application/json", json.dumps(result, ensure_ascii=False))
+        return answer
 
-    @app.get("/health")
-    def health() -> Response:
-        h = service.health()
-        return Response(200 if h["status"] == "ok" else 503, "application/json", json.dumps(h))
-
-    @app.post("/predict")
-    def predict() -> Response:
-        return respond("/predict", service.predict, body())
-
-    @app.post("/embed")
-    def embed() -> Response:
-        return respond("/embed", service.embed, body())
-
-    @app.post("/v1/embeddings")
-    def openai_embeddings() -> Response:
-        return respond("/v1/embeddings", service.openai_embeddings, body())
-
-    @app.post("/rerank")
-    def rerank() -> Response:
-        return respond("/rerank", service.rerank, body())
+    for r in ROUTES:
+        app.route(r.path, method=r.method)(view(r))
 
     @app.exception_handler(Exception)
     def on_error(exc: Exception) -> Response:

@@ -1,4 +1,4 @@
-"""AWS Lambda entry point: `xlmr_lambda.handler.handler`. The bundle loads here, once per
+"""AWS Lambda entry point: `xlmr_serverless.aws_lambda.handler.handler`. The bundle loads here, once per
 container, in the init phase (outside the handler), and warm invocations reuse it."""
 from __future__ import annotations
 

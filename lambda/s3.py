@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import BundleError
-from runtime.manifest import MANIFEST_NAME, read_manifest, verify_files
+from ..runtime.errors import BundleError
+from ..runtime.manifest import MANIFEST_NAME, read_manifest, verify_files
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -1,31 +1,67 @@
-"""WSGI app for the GPU image: each HTTP request becomes an HTTP API event for the same
-handler code Lambda runs, so routes, schema and errors are identical on both."""
+"""The one adapter from an HTTP request to a Lambda event and back: a WSGI app over the same
+handler Lambda runs, so routes, schema and errors are identical everywhere. `xlmr serve`
+runs it under the standard library's server; the GPU image under waitress
+(`waitress-serve --call xlmr_serverless.aws_lambda.wsgi:create_app`)."""
 from __future__ import annotations
 
 import base64
+import uuid
+from http import HTTPStatus
 from typing import Any, Callable, Iterable
 
-from .app import make_handler
-from .config import Settings
-from .local import LocalContext, http_event
-
-_handler = make_handler(Settings.from_env())
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+def http_event(method: str, path: str, body: str | None, headers: dict[str, str],
+               query: str = "") -> dict[str, Any]:
+    """An HTTP API (payload 2.0) event, as API Gateway sends it."""
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+        "headers": {k.lower(): v for k, v in headers.items()}, "body": body,
+        "isBase64Encoded": False,
+        "requestContext": {"accountId": "000000000000", "apiId": "local", "domainName": "localhost",
+                           "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                                    "sourceIp": "127.0.0.1", "userAgent": "local"},
+                           "requestId": str(uuid.uuid4()), "routeKey": "$default",
+                           "stage": "$default"},
+    }
+
+
+def request_event(environ: dict[str, Any]) -> dict[str, Any]:
+    """The WSGI request as an HTTP API event."""
     size = int(environ.get("CONTENT_LENGTH") or 0)
     raw = environ["wsgi.input"].read(size) if size else b""
     headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
                if k.startswith("HTTP_")}
     if environ.get("CONTENT_TYPE"):
         headers["content-type"] = environ["CONTENT_TYPE"]
-    event = http_event(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/"),
-                       raw.decode("utf-8", "replace") if raw else None, headers,
-                       environ.get("QUERY_STRING", ""))
-    res = _handler(event, LocalContext())
-    body = res.get("body") or ""
-    data = base64.b64decode(body) if res.get("isBase64Encoded") else body.encode()
-    status = res.get("statusCode", 200)
-    start_response(f"{status} {'OK' if status < 400 else 'Error'}",
-                   list((res.get("headers") or {}).items()) + [("Content-Length", str(len(data)))])
-    return [data]
+    return http_event(environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/",
+                      raw.decode("utf-8", "replace") if raw else None, headers,
+                      environ.get("QUERY_STRING", ""))
+
+
+def wsgi_app(handler: Callable[[dict[str, Any], Any], Any]) -> WsgiApp:
+    """A WSGI callable answering every request through `handler` (a Lambda handler)."""
+    from .local import LocalContext
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        res = handler(request_event(environ), LocalContext())
+        body = res.get("body") or ""
+        data = base64.b64decode(body) if res.get("isBase64Encoded") else body.encode()
+        status = int(res.get("statusCode", 200))
+        headers = {**(res.get("headers") or {}),
+                   **{k: ", ".join(v) for k, v in (res.get("multiValueHeaders") or {}).items()}}
+        reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        start_response(f"{status} {reason}".strip(),
+                       list(headers.items()) + [("Content-Length", str(len(data)))])
+        return [data]
+
+    return app
+
+
+def create_app() -> WsgiApp:
+    """The GPU image's app: the bundle and settings from the environment, as on Lambda."""
+    from .app import make_handler
+    from .config import Settings
+
+    return wsgi_app(make_handler(Settings.from_env()))

@@ -2,30 +2,31 @@
 (the two slow parts of a cold start), provider and precision chosen and said out loud."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from .binding import bound_run, use_io_binding
 from .errors import BundleError, InputTooLongError
-from .manifest import Manifest, ModelFile, read_manifest, verify_files
+from .manifest import ModelFile, Manifest, read_manifest, verify_files
+from .precisions import preferred
 from .session import choose_provider, create_session
 from .tokenization import TextTokenizer, pad_batch, special_ids
 
 log = logging.getLogger("xlmr.runtime")
 
-CPU_ORDER = ("int8", "fp32", "int4", "fp16")
-CUDA_ORDER = ("fp16", "fp32", "int4", "int8")
+@dataclasses.dataclass
+class Usage:
+    """What the forward passes inside one `Bundle.meter()` block ran."""
 
-
-def default_precision(manifest: Manifest, provider: str) -> str:
-    """int8 on CPU, fp16 on CUDA (int8 kernels are CPU-only), else what the bundle holds."""
-    order = CUDA_ORDER if provider == "cuda" else CPU_ORDER
-    return next(p for p in order if p in manifest.precisions)
+    tokens: int = 0  # real (unpadded) tokens
+    rows: int = 0
 
 
 @dataclasses.dataclass
@@ -39,7 +40,7 @@ class Bundle:
     specials: dict[str, int]
     input_names: tuple[str, ...]
     io_binding: bool = False  # inputs/outputs bound on the device (CUDA by default)
-    tokens_served: int = 0  # real (unpadded) tokens run so far: for logs and metrics
+    _meters: threading.local = dataclasses.field(default_factory=threading.local, repr=False)
 
     @property
     def precision(self) -> str:
@@ -54,7 +55,10 @@ class Bundle:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.zeros_like(input_ids)
-        self.tokens_served += int(attention_mask.sum())
+        usage = getattr(self._meters, "usage", None)
+        if usage is not None:
+            usage.tokens += int(attention_mask.sum())
+            usage.rows += int(np_rows(input_ids))
         feed = {n: feed[n] for n in self.input_names}
         if self.io_binding:
             return bound_run(self.session, feed, self.provider)
@@ -88,9 +92,28 @@ class Bundle:
         return results
 
     def check_length(self, n: int) -> None:
-        if n > self.manifest.max_length:
-            raise InputTooLongError(f"inputs must have at most {self.manifest.max_length} tokens. "
-                                    f"Given: {n}")
+        limit = self.manifest.max_length
+        if n > limit:
+            raise InputTooLongError(f"inputs must have at most {limit} tokens. Given: {n} "
+                                    f"(the model's {limit} positions)")
+
+    @contextlib.contextmanager
+    def meter(self) -> Iterator[Usage]:
+        """Count the tokens this thread runs inside the block (for logs, metrics, usage)."""
+        usage, outer = Usage(), getattr(self._meters, "usage", None)
+        self._meters.usage = usage
+        try:
+            yield usage
+        finally:
+            self._meters.usage = outer
+            if outer is not None:
+                outer.tokens += usage.tokens
+                outer.rows += usage.rows
+
+
+def np_rows(input_ids: np.ndarray) -> int:
+    """Model rows in a feed: batch x choices for 3-D (multiple-choice) input."""
+    return int(np.prod(input_ids.shape[:-1]))
 
 
 def open_bundle(folder: str | Path, provider: str = "auto", precision: str | None = None,
@@ -104,7 +127,7 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
     manifest = read_manifest(folder)
     verify_files(manifest, folder, full=verify)
     want = choose_provider(provider, ort.get_available_providers())
-    precision = precision or default_precision(manifest, want)
+    precision = precision or preferred(manifest.precisions, want)
     model_file = manifest.file_for(precision)
     if want == "cuda" and precision == "int8":
         log.warning("int8 runs slowly on the CUDA provider; prefer the bundle's fp16 file")
@@ -117,7 +140,7 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
     if used != want and precision == "fp16":
         raise BundleError("the fp16 file is for CUDA; on CPU load precision int8 or fp32")
     bind = use_io_binding(io_binding, used)
-    log.info("bundle %s: task %s, provider %s, precision %s, io binding %s", folder,
+    log.info("bundle %s: task %s, provider %s, precision %s, io binding %s", manifest.source_model,
              manifest.task, used, precision, "on" if bind else "off")
     return Bundle(folder=folder, manifest=manifest, tokenizer=tokenizer, session=session,
                   provider=used, model_file=model_file,

@@ -14,22 +14,6 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_NAME = "tokenizer.json"
 
-TASKS = (
-    "feature-extraction",
-    "fill-mask",
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-    "zero-shot-classification",
-    "causal-lm",
-)
-PRECISIONS = ("fp32", "int8", "fp16", "int4")
-# Which execution provider each precision is meant for: int8 kernels are CPU-only in
-# onnxruntime, fp16 is the CUDA file; int4 (MatMulNBits) runs on both.
-PRECISION_PROVIDER = {"fp32": "cpu", "int8": "cpu", "fp16": "cuda", "int4": "cpu"}
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelFile:
     """One ONNX file of the bundle (plus its external-data file, if any)."""

@@ -1,24 +1,45 @@
-"""What every task shares: parameter checking and the bundle it runs on. Each task module
-keeps transformers' stage names (sanitize -> preprocess -> forward -> postprocess)."""
+"""What every task shares: one staged call, as the transformers pipelines have it
+(sanitize parameters -> preprocess -> forward -> postprocess), and the bundle it runs on.
+A task fills the stages; the base class runs them and batches every input's rows together."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar, ContextManager, Iterable
 
-from .bundle import Bundle
+import numpy as np
+
+from .bundle import Bundle, Usage
 from .errors import EmptyInputError, InvalidInputError
+if TYPE_CHECKING:
+    from .tasks.spec import TaskSpec
+
+Options = dict[str, Any]
+RowOutputs = list[np.ndarray]  # one model row's outputs, in the spec's output order
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One input ready for the model: its token rows, and what postprocess needs of it."""
+
+    rows: list[list[int]]
+    context: Any = None
 
 
 class Pipeline:
     """Base of the task pipelines: `pipe(inputs, **parameters)` as in transformers."""
 
-    task: ClassVar[str]
+    spec: ClassVar[TaskSpec]
     parameters: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, bundle: Bundle, batch_size: int = 16) -> None:
         self.bundle = bundle
         self.tokenizer = bundle.tokenizer
         self.manifest = bundle.manifest
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # rows per forward pass (not inputs per request)
+
+    @property
+    def task(self) -> str:
+        return self.spec.name
 
     @property
     def provider(self) -> str:
@@ -28,6 +49,49 @@ class Pipeline:
     def precision(self) -> str:
         return self.bundle.precision
 
+    @property
+    def io_binding(self) -> bool:
+        return self.bundle.io_binding
+
+    def __call__(self, inputs: Any, **params: Any) -> Any:
+        self.check_parameters(params)
+        options = self.sanitize(params)
+        items, shape = self.split_inputs(inputs, options)
+        prepared = self.preprocess(items, options)
+        outputs = self.forward(prepared)
+        return self.collate([self.postprocess(p, o, options) for p, o in zip(prepared, outputs)],
+                            shape, options)
+
+    # -- the stages a task fills ---------------------------------------------------------
+    def sanitize(self, params: dict[str, Any]) -> Options:
+        """Checked, defaulted parameters (names were checked against `parameters`)."""
+        return dict(params)
+
+    def split_inputs(self, inputs: Any, options: Options) -> tuple[list[Any], Any]:
+        """The call's items, and what `collate` needs to give the answer the input's shape."""
+        return as_text_list(inputs)
+
+    def preprocess(self, items: list[Any], options: Options) -> list[Prepared]:
+        raise NotImplementedError
+
+    def forward(self, prepared: list[Prepared]) -> list[list[RowOutputs]]:
+        """Every input's rows in one length-sorted, batched run; outputs regrouped per input."""
+        flat = [row for p in prepared for row in p.rows]
+        outs = self.bundle.run_rows(flat, self.batch_size, self.spec.layout)
+        grouped, start = [], 0
+        for p in prepared:
+            grouped.append(outs[start:start + len(p.rows)])
+            start += len(p.rows)
+        return grouped
+
+    def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
+        raise NotImplementedError
+
+    def collate(self, results: list[Any], shape: Any, options: Options) -> Any:
+        """One answer for a single input, a list for a list (`shape` from split_inputs)."""
+        return results if shape else results[0]
+
+    # -- shared helpers --------------------------------------------------------------------
     def check_parameters(self, params: dict[str, Any]) -> None:
         unknown = sorted(set(params) - self.parameters)
         if unknown:
@@ -35,8 +99,16 @@ class Pipeline:
             raise InvalidInputError(f"unknown parameter(s) {', '.join(unknown)} for {self.task}; "
                                     f"allowed: {allowed}")
 
-    def __call__(self, inputs: Any, **params: Any) -> Any:
-        raise NotImplementedError
+    def describe(self) -> dict[str, Any]:
+        """What the bundle serves, for /health and logs."""
+        m, f = self.manifest, self.bundle.model_file
+        return {"model": m.source_model, "task": m.task, "architecture": m.architecture,
+                "provider": self.provider, "precision": f.precision, "bundle_sha256": f.sha256,
+                "max_length": m.max_length}
+
+    def meter(self) -> ContextManager[Usage]:
+        """`with pipe.meter() as usage:` counts the tokens this thread runs in the block."""
+        return self.bundle.meter()
 
 
 def as_text_list(inputs: Any, what: str = "inputs") -> tuple[list[str], bool]:
@@ -54,6 +126,14 @@ def as_text_list(inputs: Any, what: str = "inputs") -> tuple[list[str], bool]:
     if bad:
         raise InvalidInputError(f"{what} must be strings, got {bad[0]}")
     return texts, was_list
+
+
+def as_item_list(inputs: Any) -> tuple[list[Any], bool]:
+    """(items, was_list) for tasks whose items are objects: one item or a non-empty list."""
+    items = inputs if isinstance(inputs, list) else [inputs]
+    if not items:
+        raise EmptyInputError("inputs is empty")
+    return items, isinstance(inputs, list)
 
 
 def positive_int(name: str, value: Any) -> int:

@@ -63,11 +63,6 @@ class TextTokenizer:
         return self.backend.get_vocab(with_added_tokens=True)
 
 
-def with_overflow(encodings: list[Encoding]) -> list[list[Encoding]]:
-    """Each encoding followed by its overflowing windows, as transformers orders them."""
-    return [[e, *e.overflowing] for e in encodings]
-
-
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """input_ids and attention_mask padded on the right to the longest row (never max length)."""
     width = max(len(r) for r in rows)

@@ -53,7 +53,7 @@ def model_factory(tmp_path_factory):
 def bundle_factory(model_factory, tmp_path_factory):
     """(task, arch) -> exported bundle folder (fp32 + int8, accuracy gate off: random weights;
     fusions forced, so what the tests count does not depend on a timing)."""
-    from export.build import ExportOptions, build_bundle
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
 
     cache: dict[tuple, Path] = {}
 

@@ -42,7 +42,7 @@ def save_bpe_tokenizer(folder: Path) -> int:
     from tokenizers.processors import RobertaProcessing
     from transformers import RobertaTokenizerFast
 
-    from export.validate import DEFAULT_TEXTS
+    from xlmr_serverless.export.validate import DEFAULT_TEXTS
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(list(DEFAULT_TEXTS) * 3, vocab_size=400, min_frequency=1,

@@ -12,7 +12,7 @@ from tests.conftest import ROOT, needs_torch
 
 
 def xlmr(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xlmr_cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "xlmr_serverless.cli", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=600)
 
 
@@ -43,7 +43,7 @@ def test_export_then_predict(model_factory, tmp_path):
     one_line_error(xlmr("predict", str(out), "no mask"), "No mask_token")
     one_line_error(xlmr("predict", str(out), "a <mask>", "--param", "bogus=1"), "bogus")
     one_line_error(xlmr("predict", str(out), "a <mask>", "--param", "oops"), "key=value")
-    res = xlmr("invoke", "--bundle", str(out), "--event", str(ROOT / "events/http-predict.json"))
+    res = xlmr("invoke", "--bundle", str(out), "--event", str(ROOT / "events/http-predict-fill-mask.json"))
     assert res.returncode == 0 and '"statusCode": 200' in res.stdout, res.stderr[-2000:]
 
 

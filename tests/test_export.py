@@ -22,7 +22,7 @@ TASKS = ["feature-extraction", "fill-mask", "text-classification", "token-classi
 @pytest.mark.parametrize("arch", ["xlm-roberta", "roberta", "xlm-roberta-xl"])
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_and_architecture(bundle_factory, task, arch):
-    from runtime.manifest import read_manifest, verify_files
+    from xlmr_serverless.runtime.manifest import read_manifest, verify_files
 
     folder = bundle_factory(task, arch)
     m = read_manifest(folder)
@@ -44,7 +44,7 @@ def test_every_task_and_architecture(bundle_factory, task, arch):
 @pytest.mark.parametrize("arch", ["xlm-roberta", "roberta"])
 def test_fusions_are_counted(bundle_factory, arch):
     """A torch or onnxruntime upgrade that loses the fusions fails here, not in production."""
-    from export.optimize import count_ops
+    from xlmr_serverless.export.optimize import count_ops
 
     m = json.loads((bundle_factory("feature-extraction", arch) / "manifest.json").read_text())
     assert m["parity"]["fused_ops"].get("Attention") == 2  # one per layer
@@ -57,9 +57,9 @@ def test_fusions_are_counted(bundle_factory, arch):
 @pytest.mark.parametrize("fused_ms,kept", [(5.0, True), (20.0, False)])
 def test_fusions_kept_only_where_they_measure_faster(model_factory, tmp_path, monkeypatch,
                                                       fused_ms, kept):
-    from export import optimize
-    from export.build import ExportOptions, build_bundle
-    from export.optimize import count_ops
+    from xlmr_serverless.export import optimize
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.export.optimize import count_ops
 
     real = optimize.median_latency_ms
     monkeypatch.setattr(optimize, "median_latency_ms", lambda path, feed, **kw:
@@ -95,7 +95,7 @@ def test_tied_lm_weights_stored_once(bundle_factory, model_factory, task):
     fp32, int8 = on_disk("fp32"), on_disk("int8")
     assert table.nbytes < fp32 < 1.5 * table.nbytes
     assert table.nbytes / 4 < int8 < 0.6 * table.nbytes  # embedding quantized as a Gather
-    from export.quantize import largest_initializer
+    from xlmr_serverless.export.quantize import largest_initializer
 
     assert largest_initializer(folder / "model.int8.onnx")[2] in ("int8", "uint8")
     m = json.loads((folder / "manifest.json").read_text())
@@ -111,7 +111,7 @@ def test_int8_tied_head_matches_the_dequantized_matmul(dtype, x_shape):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.quantize import int8_tied_head
+    from xlmr_serverless.export.quantize import int8_tied_head
 
     rng = np.random.default_rng(0)
     lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
@@ -146,8 +146,8 @@ def test_int8_tied_head_matches_the_dequantized_matmul(dtype, x_shape):
 
 @pytest.mark.main_env_only
 def test_all_precisions_and_forced_external_data(model_factory, tmp_path):
-    from export.build import ExportOptions, build_bundle
-    from runtime import load
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.runtime import load
 
     out = tmp_path / "b"
     m = build_bundle(model_factory("text-classification"), "text-classification", out,
@@ -171,8 +171,8 @@ def test_all_precisions_and_forced_external_data(model_factory, tmp_path):
 @pytest.mark.main_env_only
 def test_inline_weights(model_factory, tmp_path):
     """--inline-weights: one file per precision, even when the export's own files were external."""
-    from export.build import ExportOptions, build_bundle
-    from runtime import load
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.runtime import load
 
     out = tmp_path / "b"
     m = build_bundle(model_factory("text-classification", "roberta"), "text-classification", out,
@@ -187,8 +187,8 @@ def test_inline_weights(model_factory, tmp_path):
 
 @pytest.mark.main_env_only
 def test_int8_gate_fails_with_figures(model_factory, tmp_path):
-    from export import ExportError
-    from export.build import ExportOptions, build_bundle
+    from xlmr_serverless.export import ExportError
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
 
     with pytest.raises(ExportError, match=r"int8 accuracy gate failed .*default: .*fp32_ffn"):
         build_bundle(model_factory("token-classification"), "token-classification",
@@ -202,7 +202,7 @@ def tokenizer_pairs(bundle_factory, model_factory):
     takes seconds to load, and the texts below only read them."""
     from transformers import AutoTokenizer
 
-    from runtime.tokenization import TextTokenizer
+    from xlmr_serverless.runtime.tokenization import TextTokenizer
 
     return {arch: (AutoTokenizer.from_pretrained(str(model_factory("fill-mask", arch))),
                    TextTokenizer(bundle_factory("fill-mask", arch) / "tokenizer.json"))
@@ -220,7 +220,7 @@ def test_bundle_tokenizer_matches_source(tokenizer_pairs, text):
 
 
 def test_mask_takes_the_space_on_its_left(bundle_factory):
-    from runtime.tokenization import TextTokenizer
+    from xlmr_serverless.runtime.tokenization import TextTokenizer
 
     tok = TextTokenizer(bundle_factory("fill-mask") / "tokenizer.json")
     ids = tok.encode(["the <mask>."])[0].ids
@@ -229,8 +229,8 @@ def test_mask_takes_the_space_on_its_left(bundle_factory):
 
 @pytest.mark.main_env_only
 def test_existing_bundle_survives_a_failed_export(bundle_factory, model_factory, tmp_path):
-    from export import ExportError
-    from export.build import ExportOptions, build_bundle
+    from xlmr_serverless.export import ExportError
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
 
     out = tmp_path / "bundle"
     shutil.copytree(bundle_factory("text-classification"), out)
@@ -245,8 +245,8 @@ def test_existing_bundle_survives_a_failed_export(bundle_factory, model_factory,
 def test_bad_inputs_are_clear_errors(model_factory, tmp_path):
     from transformers import BertConfig, BertModel
 
-    from export import ExportError
-    from export.build import build_bundle
+    from xlmr_serverless.export import ExportError
+    from xlmr_serverless.export.build import build_bundle
 
     src = model_factory("fill-mask")
     with pytest.raises(ExportError, match="unknown task 'summarize'"):
@@ -267,8 +267,8 @@ def test_bad_inputs_are_clear_errors(model_factory, tmp_path):
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_unwritable_output(model_factory, tmp_path):
-    from export import ExportError
-    from export.build import build_bundle
+    from xlmr_serverless.export import ExportError
+    from xlmr_serverless.export.build import build_bundle
 
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
@@ -277,8 +277,8 @@ def test_unwritable_output(model_factory, tmp_path):
 
 
 def test_unwritable_output_as_a_file(model_factory, tmp_path):
-    from export import ExportError
-    from export.build import build_bundle
+    from xlmr_serverless.export import ExportError
+    from xlmr_serverless.export.build import build_bundle
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(ExportError, match="cannot write|not a folder"):
@@ -288,7 +288,7 @@ def test_unwritable_output_as_a_file(model_factory, tmp_path):
 
 
 def test_task_auto(model_factory, tmp_path):
-    from export.build import ExportOptions, build_bundle
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
 
     m = build_bundle(model_factory("zero-shot-classification"), "auto", tmp_path / "z",
                      ExportOptions(precisions=("fp32",)), log=lambda s: None)
@@ -296,7 +296,7 @@ def test_task_auto(model_factory, tmp_path):
 
 
 def test_loading_a_damaged_bundle_says_which(bundle_factory, tmp_path):
-    from runtime import BundleError, load
+    from xlmr_serverless.runtime import BundleError, load
 
     def copy():
         dst = tmp_path / f"b{len(list(tmp_path.iterdir()))}"

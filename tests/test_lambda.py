@@ -26,7 +26,7 @@ EVENTS = ROOT / "events"
 
 def rest_event(method: str, path: str, body: str | None, headers=None, b64=False) -> dict:
     """API Gateway REST (payload 1.0) proxy event."""
-    event = json.loads((EVENTS / "rest-predict.json").read_text())
+    event = json.loads((EVENTS / "rest-predict-fill-mask.json").read_text())
     event.update(httpMethod=method, path=path, resource="/{proxy+}", headers=headers or
                  {"Content-Type": "application/json"}, body=body, isBase64Encoded=b64)
     event["requestContext"].update(httpMethod=method, path=path)
@@ -35,7 +35,7 @@ def rest_event(method: str, path: str, body: str | None, headers=None, b64=False
 
 def http_event(method: str, path: str, body: str | None, headers=None, b64=False) -> dict:
     """HTTP API (payload 2.0) event."""
-    event = json.loads((EVENTS / "http-predict.json").read_text())
+    event = json.loads((EVENTS / "http-predict-fill-mask.json").read_text())
     event.update(rawPath=path, headers=headers or {"content-type": "application/json"},
                  body=body, isBase64Encoded=b64)
     event["requestContext"]["http"].update(method=method, path=path)
@@ -49,8 +49,8 @@ def embed_bundle(bundle_factory):
 
 @pytest.fixture(scope="module")
 def handlers(bundle_factory):
-    from xlmr_lambda.app import make_handler
-    from xlmr_lambda.config import Settings
+    from xlmr_serverless.aws_lambda.app import make_handler
+    from xlmr_serverless.aws_lambda.config import Settings
 
     def make(task: str, **overrides):
         settings = dataclasses.replace(Settings.from_env({}), bundle_dir=bundle_factory(task),
@@ -61,7 +61,7 @@ def handlers(bundle_factory):
 
 
 def call(handler, event):
-    from xlmr_lambda.local import LocalContext
+    from xlmr_serverless.aws_lambda.local import LocalContext
 
     res = handler(event, LocalContext(aws_request_id="req-123"))
     headers = dict(res.get("headers") or {})
@@ -91,7 +91,7 @@ def test_routes(handlers, make_event):
 
 
 def test_predict_matches_the_runtime(handlers, bundle_factory):
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     pipe = load(bundle_factory("token-classification"))
     status, body, _ = call(handlers("token-classification"), http_event("POST", "/predict", json.dumps(
@@ -151,7 +151,7 @@ def test_cors_when_configured(handlers):
 
 
 def test_direct_invocation(handlers):
-    from xlmr_lambda.local import LocalContext
+    from xlmr_serverless.aws_lambda.local import LocalContext
 
     tc = handlers("text-classification")
     out = tc({"inputs": ["a", "b"], "parameters": {"top_k": 1}}, LocalContext())
@@ -161,7 +161,7 @@ def test_direct_invocation(handlers):
 
 
 def test_io_binding_setting():
-    from xlmr_lambda.config import Settings
+    from xlmr_serverless.aws_lambda.config import Settings
 
     assert Settings.from_env({}).io_binding is None  # auto: on for CUDA, off on CPU
     assert Settings.from_env({"XLMR_IO_BINDING": "False"}).io_binding is False
@@ -171,8 +171,8 @@ def test_io_binding_setting():
 
 
 def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path):
-    from xlmr_lambda.app import make_handler
-    from xlmr_lambda.config import Settings
+    from xlmr_serverless.aws_lambda.app import make_handler
+    from xlmr_serverless.aws_lambda.config import Settings
 
     h = make_handler(dataclasses.replace(Settings.from_env({}), bundle_dir=tmp_path / "none"))
     status, body, _ = call(h, http_event("GET", "/health", None))
@@ -189,16 +189,16 @@ def test_logs_are_structured_and_hold_no_input_text(handlers, capfd):
     answered = [x for x in lines if x.get("message") == "answered"]
     assert answered and answered[0]["route"] == "/embed" and answered[0]["latency_ms"] > 0
     tokens = sum(len(e.ids) for e in fe.service.pipe.tokenizer.encode(["secret words", "more"]))
-    assert answered[0]["batch_size"] == 2 and answered[0]["tokens"] == tokens
+    assert answered[0]["inputs"] == 2 and answered[0]["tokens"] == tokens
     assert not any("secret words" in json.dumps(x) for x in lines)
 
 
 def test_bundle_from_s3(embed_bundle, tmp_path):
     boto3 = pytest.importorskip("boto3")
     moto = pytest.importorskip("moto")
-    from runtime import load
-    from runtime.errors import BundleError
-    from xlmr_lambda.s3 import fetch_bundle
+    from xlmr_serverless.runtime import load
+    from xlmr_serverless.runtime.errors import BundleError
+    from xlmr_serverless.aws_lambda.s3 import fetch_bundle
 
     with moto.mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -234,7 +234,7 @@ def free_port() -> int:
 
 def test_xlmr_serve_answers_http(embed_bundle):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "xlmr_cli", "serve", "--bundle", str(embed_bundle),
+    proc = subprocess.Popen([sys.executable, "-m", "xlmr_serverless.cli", "serve", "--bundle", str(embed_bundle),
                              "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -309,7 +309,7 @@ class RuntimeApi:
 
 
 def test_awslambdaric_end_to_end(embed_bundle):
-    """`python -m awslambdaric xlmr_lambda.handler.handler`: the image's CMD, on a fake Runtime API."""
+    """`python -m awslambdaric xlmr_serverless.aws_lambda.handler.handler`: the image's CMD, on a fake Runtime API."""
     pytest.importorskip("awslambdaric")
     events = [dict(http_event("GET", "/health", None), _id="r1"),
               dict(rest_event("POST", "/embed", json.dumps({"inputs": ["héllo", "wörld"]})), _id="r2"),
@@ -319,7 +319,7 @@ def test_awslambdaric_end_to_end(embed_bundle):
     env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(embed_bundle),
            "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
            "POWERTOOLS_METRICS_NAMESPACE": "test", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "awslambdaric", "xlmr_lambda.handler.handler"],
+    proc = subprocess.Popen([sys.executable, "-m", "awslambdaric", "xlmr_serverless.aws_lambda.handler.handler"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert api.done.wait(120), f"the runtime client did not fetch every event: {proc.poll()}"
@@ -343,24 +343,24 @@ def test_awslambdaric_end_to_end(embed_bundle):
 
 
 def test_gpu_image_wsgi_app_serves_the_same_routes(embed_bundle, monkeypatch):
-    """lambda/wsgi.py (the GPU image's server entry) through a WSGI call, as waitress makes it."""
+    """lambda/wsgi.py's create_app (the GPU image's `waitress-serve --call` entry) through a
+    WSGI call, as waitress makes it."""
     import importlib
     import io
 
     monkeypatch.setenv("BUNDLE_DIR", str(embed_bundle))
-    sys.modules.pop("xlmr_lambda.wsgi", None)
-    wsgi = importlib.import_module("xlmr_lambda.wsgi")
+    wsgi = importlib.import_module("xlmr_serverless.aws_lambda.wsgi").create_app()
     body = json.dumps({"inputs": ["hello"]}).encode()
     seen = {}
 
     def start_response(status, headers):
         seen["status"], seen["headers"] = status, dict(headers)
 
-    out = b"".join(wsgi.app({"REQUEST_METHOD": "POST", "PATH_INFO": "/embed", "QUERY_STRING": "",
+    out = b"".join(wsgi({"REQUEST_METHOD": "POST", "PATH_INFO": "/embed", "QUERY_STRING": "",
                              "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
                              "wsgi.input": io.BytesIO(body)}, start_response))
     assert seen["status"].startswith("200") and len(json.loads(out)[0]) == 32
     assert seen["headers"]["Content-Length"] == str(len(out))
-    out = b"".join(wsgi.app({"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "QUERY_STRING": "",
+    out = b"".join(wsgi({"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "QUERY_STRING": "",
                              "CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"{x}")}, start_response))
     assert seen["status"].startswith("400") and json.loads(out)["type"] == "bad_json"

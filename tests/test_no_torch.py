@@ -27,7 +27,7 @@ class Block:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 sys.path.insert(0, {root!r})
-from runtime import load
+from xlmr_serverless.runtime import load
 out = {{}}
 for task, folder, args, kw in {jobs!r}:
     pipe = load(folder)

@@ -8,9 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from runtime.binding import use_io_binding
-from runtime.errors import ProviderError
-from runtime.session import CPU, CUDA, choose_provider, usable_cpus
+from xlmr_serverless.runtime.binding import use_io_binding
+from xlmr_serverless.runtime.errors import ProviderError
+from xlmr_serverless.runtime.session import CPU, CUDA, choose_provider, usable_cpus
 from tests.conftest import needs_torch
 
 
@@ -52,7 +52,7 @@ class FakeSession:
 def test_auto_falls_back_to_cpu_and_says_so(bundle_factory, monkeypatch, caplog):
     import onnxruntime as ort
 
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     folder = bundle_factory("text-classification", precisions=("fp32", "int8", "fp16"))
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
@@ -70,11 +70,12 @@ def test_auto_falls_back_to_cpu_and_says_so(bundle_factory, monkeypatch, caplog)
 
 @needs_torch
 def test_default_precision_per_provider(bundle_factory):
-    from runtime.bundle import default_precision
-    from runtime.manifest import read_manifest
+    from xlmr_serverless.runtime.manifest import read_manifest
+    from xlmr_serverless.runtime.precisions import preferred
 
     m = read_manifest(bundle_factory("text-classification", precisions=("fp32", "int8", "fp16")))
-    assert default_precision(m, "cpu") == "int8" and default_precision(m, "cuda") == "fp16"
+    assert preferred(m.precisions, "cpu") == "int8" and preferred(m.precisions, "cuda") == "fp16"
+    assert preferred(("fp32", "fp16"), "cpu") == "fp32" and preferred(("int8",), "cuda") == "int8"
 
 
 @needs_torch
@@ -82,7 +83,7 @@ def test_cuda_when_available(bundle_factory):
     """On a GPU host: auto picks CUDA and the fp16 file, and answers like the CPU."""
     import onnxruntime as ort
 
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     if CUDA not in ort.get_available_providers():
         pytest.skip("no CUDA provider on this host")
@@ -114,7 +115,7 @@ CASES = {"fill-mask": ("Paris is the <mask> of France. <mask>!", {"top_k": 3}),
 def test_io_binding_gives_the_same_answers(bundle_factory, task):
     """The bound path (onnxruntime's IOBinding on the CPU device here) answers bit for bit as
     session.run does, multi-output graphs (QA) in the graph's output order included."""
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     folder = bundle_factory(task)
     bound, plain = load(folder, io_binding=True), load(folder)
@@ -171,7 +172,7 @@ class CudaLikeSession:
 def test_cuda_branch_binds_inputs_and_outputs_on_the_gpu(bundle_factory, monkeypatch):
     import onnxruntime as ort
 
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     folder = bundle_factory("fill-mask")
     cpu = load(folder, provider="cpu", precision="fp32")

@@ -13,7 +13,7 @@ pytestmark = needs_torch
 @pytest.fixture(scope="module")
 def pair(bundle_factory, model_factory):
     """task -> (our pipeline, transformers pipeline)."""
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     cache = {}
 
@@ -58,7 +58,7 @@ def test_text_classification(pair, params):
 
 
 def test_text_classification_multi_label(bundle_factory, model_factory):
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     kw = {"problem_type": "multi_label_classification"}
     ours = load(bundle_factory("text-classification", **kw), precision="fp32")
@@ -106,7 +106,7 @@ def test_feature_extraction(pair):
 
 
 def test_batching_is_order_and_padding_invariant(bundle_factory):
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     texts = TEXTS[:7]
     one = load(bundle_factory("text-classification"), precision="fp32", batch_size=1)
@@ -132,7 +132,7 @@ CONTEXT = ("My name is Wolfgang and I live in Berlin. Je m'appelle Wolfgang et j
                                     {"align_to_words": False, "top_k": 2},
                                     {"max_answer_len": 3, "top_k": 5}])
 def test_question_answering(bundle_factory, model_factory, arch, params):
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     theirs = _qa_pipeline_or_skip(model_factory, arch)
     ours = load(bundle_factory("question-answering", arch), precision="fp32")
@@ -146,7 +146,7 @@ def test_question_answering(bundle_factory, model_factory, arch, params):
 
 
 def test_question_answering_long_context(bundle_factory, model_factory):
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     theirs = _qa_pipeline_or_skip(model_factory, "xlm-roberta")
     ours = load(bundle_factory("question-answering"), precision="fp32")
@@ -162,7 +162,7 @@ def test_multiple_choice_matches_torch(bundle_factory, model_factory):
     import torch
     import transformers
 
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     folder = model_factory("multiple-choice")
     model = transformers.AutoModelForMultipleChoice.from_pretrained(str(folder)).eval()
@@ -182,7 +182,7 @@ def test_causal_lm_matches_torch(bundle_factory, model_factory):
     import torch
     import transformers
 
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     folder = model_factory("causal-lm")
     model = transformers.AutoModelForCausalLM.from_pretrained(str(folder)).eval()

@@ -10,13 +10,13 @@ pytestmark = needs_torch
 
 @pytest.fixture(scope="module")
 def pipes(bundle_factory):
-    from runtime import load
+    from xlmr_serverless.runtime import load
 
     return lambda task: load(bundle_factory(task))
 
 
 def test_errors(pipes):
-    from runtime import EmptyInputError, InputTooLongError, InvalidInputError
+    from xlmr_serverless.runtime import EmptyInputError, InputTooLongError, InvalidInputError
 
     fm, tc = pipes("fill-mask"), pipes("text-classification")
     with pytest.raises(EmptyInputError, match="empty"):
@@ -39,7 +39,7 @@ def test_errors(pipes):
 
 
 def test_task_specific_errors(pipes):
-    from runtime import EmptyInputError, InputTooLongError, InvalidInputError
+    from xlmr_serverless.runtime import EmptyInputError, InputTooLongError, InvalidInputError
 
     qa, ner, zs = pipes("question-answering"), pipes("token-classification"), \
         pipes("zero-shot-classification")
@@ -63,7 +63,7 @@ def test_task_specific_errors(pipes):
 
 
 def test_errors_carry_http_status():
-    from runtime import errors
+    from xlmr_serverless.runtime import errors
 
     assert errors.InvalidInputError.status == 422 and errors.EmptyInputError.status == 400
     assert errors.InputTooLongError("x").error_type == "input_too_long"

@@ -40,30 +40,45 @@ def test_template_routes_match_the_handler():
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
     t = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
     fn = t["Resources"]["InferenceFunction"]["Properties"]
+    from xlmr_serverless.aws_lambda.routes import ROUTES
+
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in fn["Events"].values()}
-    assert routes == {("POST", "/predict"), ("GET", "/health"), ("POST", "/embed"),
-                      ("POST", "/rerank"), ("POST", "/v1/embeddings")}
+    assert routes == {(r.method, r.path) for r in ROUTES}
     assert fn["PackageType"] == "Image"
     assert t["Resources"]["InferenceFunction"]["Metadata"]["Dockerfile"] == "lambda/Dockerfile"
     assert {"MemorySize", "Architecture", "Timeout", "ModelBucket", "AuthType"} <= set(t["Parameters"])
 
 
-EVENT_TASKS = {"predict": "fill-mask", "predict-classify": "text-classification",
-               "predict-qa": "question-answering", "rerank": "text-classification",
-               "embed": "feature-extraction", "openai-embeddings": "feature-extraction",
-               "health": "feature-extraction"}
+sys.path.insert(0, str(ROOT / "events"))
+import make_events  # noqa: E402  (events/ is a folder of data and its generator, not a package)
+
+EVENTS = make_events.samples()
+
+
+def test_sample_events_are_generated_from_the_route_table():
+    """Every route (and /predict for every task) has its events, as make_events writes them."""
+    http_base = json.loads((ROOT / "events/base-http-api-proxy.json").read_text())
+    rest_base = json.loads((ROOT / "events/base-aws-proxy.json").read_text())
+    committed = {p.name for p in (ROOT / "events").glob("*-*.json")
+                 if p.name.startswith(("http-", "rest-"))}
+    assert committed == {f"{k}-{n}.json" for k in ("http", "rest") for n in EVENTS}
+    for name, (method, path, body) in EVENTS.items():
+        for kind, make, base in (("http", make_events.http_event, http_base),
+                                 ("rest", make_events.rest_event, rest_base)):
+            stored = json.loads((ROOT / "events" / f"{kind}-{name}.json").read_text())
+            assert stored == make(base, method, path, body), f"{kind}-{name}: run make_events.py"
 
 
 @needs_torch
 @pytest.mark.parametrize("kind", ["http", "rest"])
-@pytest.mark.parametrize("name", sorted(EVENT_TASKS))
+@pytest.mark.parametrize("name", sorted(EVENTS))
 def test_sample_events_through_xlmr_invoke(bundle_factory, kind, name, capsys):
     """`xlmr invoke` in-process (the handler is built once per bundle, like a warm container);
     tests/test_cli.py runs the command itself in a subprocess."""
-    import xlmr_cli
+    import xlmr_serverless.cli
 
     event = ROOT / "events" / f"{kind}-{name}.json"
-    rc = xlmr_cli.main(["invoke", "--bundle", str(bundle_factory(EVENT_TASKS[name])),
+    rc = xlmr_serverless.cli.main(["invoke", "--bundle", str(bundle_factory(make_events.task_for(name))),
                         "--event", str(event)])
     out = capsys.readouterr().out
     assert rc == 0

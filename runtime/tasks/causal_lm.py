@@ -7,29 +7,33 @@ from typing import Any
 import numpy as np
 
 from ..ops import softmax
-from ..pipeline import Pipeline, as_text_list, positive_int
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs, positive_int
+from .spec import TaskSpec, logits
+
+SPEC = TaskSpec(
+    name="causal-lm", auto_class="AutoModelForCausalLM", head="ForCausalLM",
+    outputs=logits("batch", "sequence", None), graph="lm_head", parity="token",
+    requires="is_decoder", sample={"inputs": "The capital of France is", "parameters": {"top_k": 3}})
 
 
 class CausalLMPipeline(Pipeline):
-    task = "causal-lm"
+    spec = SPEC
     parameters = frozenset({"top_k"})
 
-    def __call__(self, inputs: Any, **params: Any) -> Any:
-        self.check_parameters(params)
-        top_k = positive_int("top_k", params.get("top_k", 5))
-        texts, was_list = as_text_list(inputs)
-        rows = [self.prompt_ids(e.ids) for e in self.tokenizer.encode(texts)]
-        outs = self.bundle.run_rows(rows, self.batch_size, "token")
-        results = [self.postprocess(o[0][-1], top_k) for o in outs]
-        return results if was_list else results[0]
+    def sanitize(self, params: dict[str, Any]) -> Options:
+        return {"top_k": positive_int("top_k", params.get("top_k", 5))}
+
+    def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
+        return [Prepared([self.prompt_ids(e.ids)]) for e in self.tokenizer.encode(items)]
 
     def prompt_ids(self, ids: list[int]) -> list[int]:
         """The template's trailing </s> ends the text: the next token follows the prompt."""
         eos = {self.bundle.specials.get("eos"), self.bundle.specials.get("sep")}
         return ids[:-1] if len(ids) > 1 and ids[-1] in eos else ids
 
-    def postprocess(self, logits: np.ndarray, top_k: int) -> list[dict[str, Any]]:
-        probs = softmax(logits.astype(np.float32))
-        order = np.argsort(-probs, kind="stable")[:top_k]
+    def postprocess(self, prepared: Prepared, outputs: list[RowOutputs],
+                    options: Options) -> list[dict[str, Any]]:
+        probs = softmax(outputs[0][0][-1].astype(np.float32))
+        order = np.argsort(-probs, kind="stable")[:options["top_k"]]
         return [{"score": float(probs[i]), "token": int(i),
                  "token_str": self.tokenizer.decode([int(i)])} for i in order]

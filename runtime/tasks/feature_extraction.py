@@ -9,40 +9,77 @@ import numpy as np
 
 from ..errors import InputTooLongError, InvalidInputError
 from ..ops import l2_normalize, pool
-from ..pipeline import Pipeline, as_text_list, one_of
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs, one_of
+from .spec import Output, TaskSpec
+
+SPEC = TaskSpec(
+    name="feature-extraction", auto_class="AutoModel", head=None,
+    outputs=(Output("last_hidden_state", ("batch", "sequence", None)),), parity="cosine",
+    truncation={"truncation": True}, routes=("/predict", "/embed", "/v1/embeddings"),
+    sample={"inputs": "XLM-R runs on AWS Lambda."},
+    optimum_class="ORTModelForFeatureExtraction")
 
 POOLINGS = ("cls", "mean", "max")
 
 
 class FeatureExtractionPipeline(Pipeline):
-    task = "feature-extraction"
+    spec = SPEC
     parameters = frozenset({"truncation", "tokenize_kwargs", "return_tensors", "pooling",
                             "normalize"})
 
-    def __call__(self, inputs: Any, **params: Any) -> Any:
-        self.check_parameters(params)
-        texts, was_list = as_text_list(inputs)
+    def sanitize(self, params: dict[str, Any]) -> Options:
+        """Token embeddings (the pipeline's output) unless `pooling` or `normalize` asks for
+        sentence embeddings, which follow sentence-transformers' settings from the bundle."""
         if params.get("pooling") is not None or params.get("normalize") is not None:
-            vectors = self.embed(texts, params.get("pooling"), params.get("normalize"),
-                                 truncate=bool(params.get("truncation")))
-            out: list[Any] = [v.tolist() for v in vectors]
-            return out if was_list else out[0]
-        kwargs = dict(params.get("tokenize_kwargs") or {})
+            return self.sentence_options(params.get("pooling"), params.get("normalize"),
+                                         bool(params.get("truncation")))
+        kwargs = params.get("tokenize_kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise InvalidInputError("tokenize_kwargs must be an object")
         if "truncation" in params and "truncation" in kwargs:
             raise InvalidInputError("truncation given both as a parameter and in tokenize_kwargs")
         truncation = params.get("truncation", kwargs.get("truncation"))
         max_length = kwargs.get("max_length")
-        strategy = "longest_first" if truncation is True or (max_length and truncation is None) \
-            else truncation or None
-        encs = self.tokenizer.encode(texts, truncation=strategy,
-                                     max_length=min(max_length or self.manifest.max_length,
-                                                    self.manifest.max_length))
-        rows = self.bundle.run_rows([e.ids for e in encs], self.batch_size, "token")
-        if params.get("return_tensors"):
-            res: list[Any] = [r[0][None] for r in rows]
-        else:
-            res = [[r[0].tolist()] for r in rows]
-        return res if was_list else res[0]
+        if max_length is not None and (isinstance(max_length, bool)
+                                       or not isinstance(max_length, int) or max_length < 1):
+            raise InvalidInputError(f"max_length must be a positive integer, got {max_length!r}")
+        if truncation not in (None, True, False, "longest_first", "do_not_truncate"):
+            raise InvalidInputError(f"truncation must be true or false, got {truncation!r}")
+        truncate = truncation in (True, "longest_first") or (max_length and truncation is None)
+        return {"sentence": False, "strategy": "longest_first" if truncate else None,
+                "limit": min(max_length or self.manifest.max_length, self.manifest.max_length),
+                "tensors": bool(params.get("return_tensors"))}
+
+    def sentence_options(self, pooling: str | None, normalize: bool | None,
+                         truncate: bool) -> Options:
+        cfg = self.sentence_config
+        positions = self.manifest.max_length
+        st_limit = cfg.get("max_seq_length") or positions
+        source = f"sentence-transformers' max_seq_length {st_limit}" if st_limit < positions \
+            else f"the model's {positions} positions"
+        return {"sentence": True, "source": source, "pooling": one_of("pooling", pooling or cfg["pooling"], POOLINGS),
+                "normalize": cfg["normalize"] if normalize is None else bool(normalize),
+                "strategy": "longest_first" if truncate else None,
+                "limit": min(cfg.get("max_seq_length") or self.manifest.max_length,
+                             self.manifest.max_length)}
+
+    def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
+        texts = [t.strip() for t in items] if options["sentence"] else items
+        encs = self.tokenizer.encode(texts, truncation=options["strategy"],
+                                     max_length=options["limit"])
+        for e in encs:
+            if options["sentence"] and len(e.ids) > options["limit"]:
+                raise InputTooLongError(f"inputs must have at most {options['limit']} tokens. "
+                                        f"Given: {len(e.ids)} ({options['source']})")
+        return [Prepared([e.ids]) for e in encs]
+
+    def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
+        hidden = outputs[0][0]
+        if options["sentence"]:
+            vector = pool(hidden[None], np.ones((1, len(hidden))), options["pooling"])[0]
+            vector = l2_normalize(vector) if options["normalize"] else vector
+            return vector.astype(np.float32) if options.get("arrays") else vector.tolist()
+        return hidden[None] if options["tensors"] else [hidden.tolist()]
 
     @property
     def sentence_config(self) -> dict[str, Any]:
@@ -52,20 +89,11 @@ class FeatureExtractionPipeline(Pipeline):
               truncate: bool = False) -> np.ndarray:
         """Sentence embeddings [n, dim], float32, in input order. Texts over the limit are an
         error unless `truncate` (the limit is sentence-transformers' max_seq_length)."""
-        cfg = self.sentence_config
-        mode = one_of("pooling", pooling or cfg["pooling"], POOLINGS)
-        normalize = cfg["normalize"] if normalize is None else bool(normalize)
-        limit = min(cfg.get("max_seq_length") or self.manifest.max_length, self.manifest.max_length)
-        stripped = [t.strip() for t in texts]
-        encs = self.tokenizer.encode(stripped, truncation="longest_first" if truncate else None,
-                                     max_length=limit)
-        for e in encs:
-            if len(e.ids) > limit:
-                raise InputTooLongError(f"inputs must have at most {limit} tokens. "
-                                        f"Given: {len(e.ids)}")
-        rows = self.bundle.run_rows([e.ids for e in encs], self.batch_size, "token")
-        vecs = np.stack([pool(r[0][None], np.ones((1, len(r[0]))), mode)[0] for r in rows])
-        return (l2_normalize(vecs) if normalize else vecs).astype(np.float32)
+        options = {**self.sentence_options(pooling, normalize, truncate), "arrays": True}
+        prepared = self.preprocess(texts, options)
+        return np.stack([self.postprocess(p, o, options)
+                         for p, o in zip(prepared, self.forward(prepared))])
 
     def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens per text as `embed` sees them (stripped, specials included)."""
         return [len(e.ids) for e in self.tokenizer.encode([t.strip() for t in texts])]

@@ -8,33 +8,43 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..ops import softmax
-from ..pipeline import Pipeline, as_text_list, positive_int
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs, positive_int
+from .spec import TaskSpec, logits
+
+SPEC = TaskSpec(
+    name="fill-mask", auto_class="AutoModelForMaskedLM", head="ForMaskedLM",
+    outputs=logits("masks", None), graph="mask_rows", parity="row",
+    truncation={"tokenizer_kwargs": {"truncation": True}},
+    sample={"inputs": "Paris is the <mask> of France.", "parameters": {"top_k": 3}},
+    optimum_class="ORTModelForMaskedLM")
 
 
 class FillMaskPipeline(Pipeline):
-    task = "fill-mask"
+    spec = SPEC
     parameters = frozenset({"top_k", "targets", "tokenizer_kwargs"})
 
-    def __call__(self, inputs: Any, **params: Any) -> Any:
-        self.check_parameters(params)
-        top_k = positive_int("top_k", params.get("top_k", 5))
-        target_ids = self.target_ids(params["targets"]) if params.get("targets") is not None else None
-        truncate = bool((params.get("tokenizer_kwargs") or {}).get("truncation"))
-        texts, was_list = as_text_list(inputs)
-        rows = self.preprocess(texts, truncate)
-        outs = self.bundle.run_rows(rows, self.batch_size, layout="mask")
-        results = [self.postprocess(np.array(r), o[0], top_k, target_ids) for r, o in zip(rows, outs)]
-        return results if was_list and len(results) > 1 else results[0]
+    def sanitize(self, params: dict[str, Any]) -> Options:
+        kwargs = params.get("tokenizer_kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise InvalidInputError("tokenizer_kwargs must be an object")
+        return {"top_k": positive_int("top_k", params.get("top_k", 5)),
+                "target_ids": self.target_ids(params["targets"])
+                if params.get("targets") is not None else None,
+                "truncate": bool(kwargs.get("truncation"))}
 
-    def preprocess(self, texts: list[str], truncate: bool) -> list[list[int]]:
-        encs = self.tokenizer.encode(texts, truncation="longest_first" if truncate else None,
-                                     max_length=self.manifest.max_length)
+    def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
+        encs = self.tokenizer.encode(items, truncation="longest_first" if options["truncate"]
+                                     else None, max_length=self.manifest.max_length)
         mask_id = self.bundle.specials["mask"]
-        for text, e in zip(texts, encs):
+        for text, e in zip(items, encs):
             if mask_id not in e.ids:
                 token = self.manifest.special_tokens["mask"]["token"]
                 raise InvalidInputError(f"No mask_token ({token}) found on the input: {text[:80]!r}")
-        return [e.ids for e in encs]
+        return [Prepared([e.ids], np.array(e.ids)) for e in encs]
+
+    def collate(self, results: list[Any], shape: Any, options: Options) -> Any:
+        """As the pipeline: a one-item list answers like a single input."""
+        return results if shape and len(results) > 1 else results[0]
 
     def target_ids(self, targets: Any) -> np.ndarray:
         """Exact vocabulary hits first, else the first piece of the target's tokenization;
@@ -58,12 +68,14 @@ class FillMaskPipeline(Pipeline):
             raise InvalidInputError("At least one target must be provided when passed.")
         return np.array(ids)
 
-    def postprocess(self, input_ids: np.ndarray, logits: np.ndarray, top_k: int,
-                    target_ids: np.ndarray | None) -> list[Any]:
+    def postprocess(self, prepared: Prepared, outputs: list[RowOutputs],
+                    options: Options) -> list[Any]:
+        input_ids, scores = prepared.context, outputs[0][0]
+        top_k, target_ids = options["top_k"], options["target_ids"]
         if target_ids is not None:
             top_k = min(top_k, len(target_ids))
         masked_index = np.nonzero(input_ids == self.bundle.specials["mask"])[0]
-        probs = softmax(logits.astype(np.float32))
+        probs = softmax(scores.astype(np.float32))
         if target_ids is not None:
             probs = probs[..., target_ids]
         single_mask = len(masked_index) == 1

@@ -7,23 +7,30 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmptyInputError, InvalidInputError
+from ..errors import InvalidInputError
 from ..ops import softmax
-from ..pipeline import Pipeline
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs, as_item_list
 from ..tokenization import pad_batch
+from .spec import TaskSpec, logits
+
+SPEC = TaskSpec(
+    name="multiple-choice", auto_class="AutoModelForMultipleChoice", head="ForMultipleChoice",
+    inputs=("batch", "choices", "sequence"), outputs=logits("batch", "choices"), parity="row",
+    truncation={"truncation": True},
+    sample={"inputs": {"prompt": "Where is the Eiffel tower?", "choices": ["In Paris.", "In Rome."]}},
+    optimum_class="ORTModelForMultipleChoice")
 
 
 class MultipleChoicePipeline(Pipeline):
-    task = "multiple-choice"
+    spec = SPEC
     parameters = frozenset({"truncation"})
 
-    def __call__(self, inputs: Any, **params: Any) -> Any:
-        self.check_parameters(params)
-        items = inputs if isinstance(inputs, list) else [inputs]
-        if not items:
-            raise EmptyInputError("inputs is empty")
-        results = [self.score(*self.parse(x), truncate=bool(params.get("truncation"))) for x in items]
-        return results if isinstance(inputs, list) else results[0]
+    def sanitize(self, params: dict[str, Any]) -> Options:
+        return {"truncate": bool(params.get("truncation"))}
+
+    def split_inputs(self, inputs: Any, options: Options) -> tuple[list[Any], Any]:
+        items, was_list = as_item_list(inputs)
+        return [self.parse(x) for x in items], was_list
 
     @staticmethod
     def parse(item: Any) -> tuple[str, list[str]]:
@@ -38,15 +45,29 @@ class MultipleChoicePipeline(Pipeline):
             raise InvalidInputError("multiple-choice needs a list of at least two string choices")
         return prompt, choices
 
-    def score(self, prompt: str, choices: list[str], truncate: bool) -> dict[str, Any]:
-        encs = self.tokenizer.encode([(prompt, c) for c in choices],
-                                     truncation="longest_first" if truncate else None,
-                                     max_length=self.manifest.max_length)
-        for e in encs:
-            self.bundle.check_length(len(e.ids))
-        ids, mask = pad_batch([e.ids for e in encs], self.bundle.pad_id)
-        logits = self.bundle.run(ids[None], mask[None])[0][0].astype(np.float32)
-        probs = softmax(logits)
+    def preprocess(self, items: list[Any], options: Options) -> list[Prepared]:
+        prepared = []
+        for prompt, choices in items:
+            encs = self.tokenizer.encode([(prompt, c) for c in choices],
+                                         truncation="longest_first" if options["truncate"] else None,
+                                         max_length=self.manifest.max_length)
+            prepared.append(Prepared([e.ids for e in encs], choices))
+        return prepared
+
+    def forward(self, prepared: list[Prepared]) -> list[list[RowOutputs]]:
+        """An item's choices go through together, as one [1, choices, seq] example."""
+        grouped = []
+        for p in prepared:
+            for row in p.rows:
+                self.bundle.check_length(len(row))
+            ids, mask = pad_batch(p.rows, self.bundle.pad_id)
+            grouped.append([self.bundle.run(ids[None], mask[None])])
+        return grouped
+
+    def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
+        choices = prepared.context
+        scores = outputs[0][0][0].astype(np.float32)
+        probs = softmax(scores)
         best = int(probs.argmax())
         return {"answer": choices[best], "index": best, "scores": probs.tolist(),
-                "logits": logits.tolist()}
+                "logits": scores.tolist()}

@@ -8,7 +8,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmptyInputError, InvalidInputError
-from ..pipeline import Pipeline, positive_int
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs, positive_int
+from .spec import Output, TaskSpec
+
+SPEC = TaskSpec(
+    name="question-answering", auto_class="AutoModelForQuestionAnswering",
+    head="ForQuestionAnswering", parity="span", truncation={},
+    outputs=(Output("start_logits", ("batch", "sequence")),
+             Output("end_logits", ("batch", "sequence"))),
+    sample={"inputs": {"question": "Where do I live?",
+                       "context": "My name is Wolfgang and I live in Berlin."}},
+    optimum_class="ORTModelForQuestionAnswering")
 
 
 def decode_spans(start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int,
@@ -94,15 +104,16 @@ def normalize_examples(inputs: Any, question: Any, context: Any) -> tuple[list[d
 
 
 class QuestionAnsweringPipeline(Pipeline):
-    task = "question-answering"
+    spec = SPEC
     parameters = frozenset({"top_k", "doc_stride", "max_answer_len", "max_seq_len",
                             "max_question_len", "handle_impossible_answer", "align_to_words",
                             "padding", "question", "context"})
 
     def __call__(self, inputs: Any = None, **params: Any) -> Any:
-        self.check_parameters(params)
-        examples, single = normalize_examples(inputs, params.pop("question", None),
-                                              params.pop("context", None))
+        """`pipe({"question", "context"})`, a list of them, or question=/context= keywords."""
+        return super().__call__(inputs, **params)
+
+    def sanitize(self, params: dict[str, Any]) -> Options:
         top_k = positive_int("top_k", params.get("top_k", 1))
         max_answer_len = positive_int("max_answer_len", params.get("max_answer_len", 15))
         max_seq_len = positive_int("max_seq_len", params.get("max_seq_len") or
@@ -113,10 +124,24 @@ class QuestionAnsweringPipeline(Pipeline):
         if doc_stride > max_seq_len:
             raise InvalidInputError(f"`doc_stride` ({doc_stride}) is larger than `max_seq_len` "
                                     f"({max_seq_len})")
-        results = [self.answer(x["question"], x["context"], top_k, max_answer_len, max_seq_len,
-                               doc_stride, bool(params.get("handle_impossible_answer", False)),
-                               bool(params.get("align_to_words", True))) for x in examples]
-        return results[0] if single else results
+        return {"top_k": top_k, "max_answer_len": max_answer_len, "max_seq_len": max_seq_len,
+                "doc_stride": doc_stride, "question": params.get("question"),
+                "context": params.get("context"),
+                "impossible": bool(params.get("handle_impossible_answer", False)),
+                "align": bool(params.get("align_to_words", True))}
+
+    def split_inputs(self, inputs: Any, options: Options) -> tuple[list[Any], Any]:
+        examples, single = normalize_examples(inputs, options["question"], options["context"])
+        return examples, not single
+
+    def preprocess(self, items: list[Any], options: Options) -> list[Prepared]:
+        """Question-first windows over each context, `doc_stride` tokens of overlap."""
+        prepared = []
+        for x in items:
+            windows = self.windows(x["question"], x["context"], options["max_seq_len"],
+                                   options["doc_stride"])
+            prepared.append(Prepared([w.ids for w in windows], (windows, x["context"])))
+        return prepared
 
     def windows(self, question: str, context: str, max_seq_len: int, doc_stride: int) -> list[Any]:
         try:
@@ -127,15 +152,15 @@ class QuestionAnsweringPipeline(Pipeline):
                                     f"{exc}") from exc
         return [enc, *enc.overflowing]
 
-    def answer(self, question: str, context: str, top_k: int, max_answer_len: int,
-               max_seq_len: int, doc_stride: int, impossible: bool, align: bool) -> Any:
-        windows = self.windows(question, context, max_seq_len, doc_stride)
-        outs = self.bundle.run_rows([w.ids for w in windows], self.batch_size, "token")
+    def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
+        """The best spans over all windows, duplicates (case-insensitive) merged."""
+        windows, context = prepared.context
+        top_k, align = options["top_k"], options["align"]
         cls = self.bundle.specials.get("cls", self.bundle.specials.get("bos"))
         min_null = 1000000.0
         answers: list[dict[str, Any]] = []
         pre_topk = top_k * 2 + 10 if align else top_k
-        for enc, (start, end) in zip(windows, outs):
+        for enc, (start, end) in zip(windows, outputs):
             p_mask = np.array([[sid != 1 for sid in enc.sequence_ids]], dtype=np.int64)
             ids = np.array(enc.ids)
             if cls is not None:
@@ -143,7 +168,7 @@ class QuestionAnsweringPipeline(Pipeline):
             attention = np.ones((1, len(ids)), dtype=np.int64)
             starts, ends, scores, min_null = select_starts_ends(
                 start[None].astype(np.float32), end[None].astype(np.float32), p_mask, attention,
-                min_null, pre_topk, impossible, max_answer_len)
+                min_null, pre_topk, options["impossible"], options["max_answer_len"])
             for s, e, score in zip(starts, ends, scores):
                 a, b = char_span(enc, int(s), int(e), align)
                 text = context[a:b]
@@ -152,7 +177,7 @@ class QuestionAnsweringPipeline(Pipeline):
                     same["score"] += score.item()
                 else:
                     answers.append({"score": score.item(), "start": a, "end": b, "answer": text})
-        if impossible:
+        if options["impossible"]:
             answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
         answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
         return answers[0] if len(answers) == 1 else answers

@@ -6,9 +6,18 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmptyInputError, InvalidInputError
+from ..errors import InvalidInputError
 from ..ops import sigmoid, softmax
-from ..pipeline import Pipeline, one_of, optional_positive_int
+from ..pipeline import (Options, Pipeline, Prepared, RowOutputs, as_item_list, one_of,
+                        optional_positive_int)
+from .spec import TaskSpec, logits
+
+SPEC = TaskSpec(
+    name="text-classification", auto_class="AutoModelForSequenceClassification",
+    head="ForSequenceClassification", outputs=logits("batch", None), parity="row",
+    labelled=True, truncation={"truncation": True}, routes=("/predict", "/rerank"),
+    sample={"inputs": ["I love it", "Je déteste ça"]},
+    optimum_class="ORTModelForSequenceClassification")
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 
@@ -28,25 +37,42 @@ def apply_function(logits: np.ndarray, function: str) -> np.ndarray:
         else logits
 
 
+def relevance(scores: np.ndarray, raw: bool) -> np.ndarray:
+    """Cross-encoder relevance from logits [pairs, labels]: one logit -> sigmoid, several ->
+    P(last label); `raw` -> the last logit as it is (TEI's raw_scores)."""
+    if raw:
+        return scores[:, -1]
+    return sigmoid(scores[:, 0]) if scores.shape[1] == 1 else softmax(scores)[:, -1]
+
+
 class TextClassificationPipeline(Pipeline):
-    task = "text-classification"
+    spec = SPEC
     parameters = frozenset({"top_k", "function_to_apply", "truncation", "max_length"})
 
-    def __call__(self, inputs: Any, **params: Any) -> Any:
-        self.check_parameters(params)
+    def sanitize(self, params: dict[str, Any]) -> Options:
         legacy = "top_k" not in params
-        top_k = optional_positive_int("top_k", params.get("top_k")) if not legacy else 1
         function = one_of("function_to_apply", params["function_to_apply"], FUNCTIONS) \
             if params.get("function_to_apply") is not None else \
             default_function(self.manifest.problem_type, len(self.manifest.id2label or {}))
-        items = inputs if isinstance(inputs, list) else [inputs]
-        if not items:
-            raise EmptyInputError("inputs is empty")
-        scores = self.forward([self.as_pair(x) for x in items], params)
-        results = [self.postprocess(apply_function(s, function), top_k, legacy) for s in scores]
-        if not isinstance(inputs, list):
-            return [results[0]] if isinstance(inputs, str) and legacy else results[0]
-        return results
+        truncation = params.get("truncation")
+        if truncation not in (None, True, False, "longest_first", "only_first", "only_second",
+                              "do_not_truncate"):
+            raise InvalidInputError("truncation must be true, false, longest_first, only_first "
+                                    f"or only_second, got {truncation!r}")
+        strategy = "longest_first" if truncation is True else None \
+            if truncation in (False, "do_not_truncate") else truncation
+        max_length = optional_positive_int("max_length", params.get("max_length"))
+        if max_length is not None and strategy is None:
+            strategy = "longest_first"
+        return {"legacy": legacy, "function": function, "strategy": strategy,
+                "top_k": 1 if legacy else optional_positive_int("top_k", params.get("top_k")),
+                "max_length": min(max_length or self.manifest.max_length,
+                                  self.manifest.max_length)}
+
+    def split_inputs(self, inputs: Any, options: Options) -> tuple[list[Any], Any]:
+        items, _ = as_item_list(inputs)
+        kind = "list" if isinstance(inputs, list) else "str" if isinstance(inputs, str) else "pair"
+        return [self.as_pair(x) for x in items], kind
 
     @staticmethod
     def as_pair(item: Any) -> str | tuple[str, str]:
@@ -64,18 +90,15 @@ class TextClassificationPipeline(Pipeline):
                                 'text pairs, send a dictionary {"text": "My text", "text_pair": '
                                 '"My pair"}')
 
-    def forward(self, items: list[str | tuple[str, str]], params: dict[str, Any]) -> list[np.ndarray]:
-        truncation = params.get("truncation")
-        strategy = "longest_first" if truncation is True else truncation or None
-        if params.get("max_length") is not None and strategy is None:
-            strategy = "longest_first"
-        max_length = min(params.get("max_length") or self.manifest.max_length,
-                         self.manifest.max_length)
-        encs = self.tokenizer.encode(items, truncation=strategy, max_length=max_length)
-        return [o[0] for o in self.bundle.run_rows([e.ids for e in encs], self.batch_size, "row")]
+    def preprocess(self, items: list[Any], options: Options) -> list[Prepared]:
+        encs = self.tokenizer.encode(items, truncation=options["strategy"],
+                                     max_length=options["max_length"])
+        return [Prepared([e.ids]) for e in encs]
 
-    def postprocess(self, scores: np.ndarray, top_k: int | None, legacy: bool) -> Any:
+    def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
+        scores = apply_function(outputs[0][0], options["function"])
         id2label = self.manifest.id2label or {}
+        top_k, legacy = options["top_k"], options["legacy"]
         if top_k == 1 and legacy:
             return {"label": id2label[int(scores.argmax())], "score": float(scores.max())}
         out: list[dict[str, Any]] = [{"label": id2label[i], "score": float(s)}
@@ -84,3 +107,19 @@ class TextClassificationPipeline(Pipeline):
             out.sort(key=lambda d: float(d["score"]), reverse=True)
             out = out[:top_k] if top_k is not None else out
         return out
+
+    def collate(self, results: list[Any], shape: Any, options: Options) -> Any:
+        """The pipeline's nesting: a single string answers a one-element list (legacy call)."""
+        if shape == "list":
+            return results
+        return [results[0]] if shape == "str" and options["legacy"] else results[0]
+
+    def rerank(self, query: str, texts: list[str], truncate: bool = False,
+               raw_scores: bool = False, return_text: bool = False) -> list[dict[str, Any]]:
+        """TEI's /rerank on a cross-encoder: (query, text) pairs scored, best first."""
+        options = self.sanitize({"truncation": "only_second" if truncate else None})
+        prepared = self.preprocess([(query, t) for t in texts], options)
+        scores = np.stack([o[0][0] for o in self.forward(prepared)]).astype(np.float32)
+        out = [{"index": i, "score": float(s), **({"text": texts[i]} if return_text else {})}
+               for i, s in enumerate(relevance(scores, raw_scores))]
+        return sorted(out, key=lambda d: d["score"], reverse=True)

@@ -10,7 +10,16 @@ import numpy as np
 
 from ..errors import InputTooLongError, InvalidInputError
 from ..ops import softmax
-from ..pipeline import Pipeline, as_text_list, one_of, positive_int
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs, one_of, positive_int
+from .spec import TaskSpec, logits
+
+SPEC = TaskSpec(
+    name="token-classification", auto_class="AutoModelForTokenClassification",
+    head="ForTokenClassification", outputs=logits("batch", "sequence", None), parity="token",
+    labelled=True, truncation_hint="pass stride (with an aggregation_strategy) to cover long texts",
+    sample={"inputs": "My name is Wolfgang and I live in Berlin.",
+            "parameters": {"aggregation_strategy": "simple"}},
+    optimum_class="ORTModelForTokenClassification")
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
@@ -43,16 +52,15 @@ def overlap_merge(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class TokenClassificationPipeline(Pipeline):
-    task = "token-classification"
+    spec = SPEC
     parameters = frozenset({"aggregation_strategy", "ignore_labels", "stride"})
 
-    def __call__(self, inputs: Any, **params: Any) -> Any:
-        self.check_parameters(params)
+    def sanitize(self, params: dict[str, Any]) -> Options:
         strategy = one_of("aggregation_strategy", params.get("aggregation_strategy") or "none",
                           STRATEGIES)
         ignore = params.get("ignore_labels")
         ignore = ["O"] if ignore is None else ignore
-        if not isinstance(ignore, list):
+        if not isinstance(ignore, list) or not all(isinstance(x, str) for x in ignore):
             raise InvalidInputError("ignore_labels must be a list of labels")
         stride = positive_int("stride", params["stride"]) if params.get("stride") is not None else None
         limit = self.manifest.max_length
@@ -61,26 +69,36 @@ class TokenClassificationPipeline(Pipeline):
                 raise InvalidInputError(f"stride must be less than the model's max length ({limit})")
             if strategy == "none":
                 raise InvalidInputError("stride needs an aggregation_strategy other than none")
-        texts, was_list = as_text_list(inputs)
-        results = [self.one(t, strategy, ignore, stride) for t in texts]
-        return results if was_list else results[0]
+        return {"strategy": strategy, "ignore": ignore, "stride": stride}
 
-    def one(self, sentence: str, strategy: str, ignore: list[str], stride: int | None) -> list[Any]:
-        limit = self.manifest.max_length
-        if stride is None:
-            n = len(self.tokenizer.encode([sentence])[0].ids)
-            if n > limit:
-                raise InputTooLongError(f"inputs must have at most {limit} tokens. Given: {n}. "
-                                        "Pass stride (with an aggregation_strategy) to cover it all")
-        enc = self.tokenizer.encode([sentence], truncation="longest_first", max_length=limit,
-                                    stride=stride or 0)[0]
-        windows = [enc, *enc.overflowing] if stride else [enc]
-        outs = self.bundle.run_rows([w.ids for w in windows], self.batch_size, "token")
+    def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
+        """Each sentence as one row, or as overlapping windows when `stride` is given; a
+        sentence over the limit without a stride is an error rather than silently cut."""
+        limit, stride = self.manifest.max_length, options["stride"]
+        prepared = []
+        for sentence in items:
+            if stride is None:
+                n = len(self.tokenizer.encode([sentence])[0].ids)
+                if n > limit:
+                    raise InputTooLongError(
+                        f"inputs must have at most {limit} tokens. Given: {n} (the model's "
+                        f"{limit} positions). Pass stride (with an aggregation_strategy) to "
+                        "cover it all")
+            enc = self.tokenizer.encode([sentence], truncation="longest_first", max_length=limit,
+                                        stride=stride or 0)[0]
+            windows = [enc, *enc.overflowing] if stride else [enc]
+            prepared.append(Prepared([w.ids for w in windows], (sentence, windows)))
+        return prepared
+
+    def postprocess(self, prepared: Prepared, outputs: list[RowOutputs],
+                    options: Options) -> list[Any]:
+        sentence, windows = prepared.context
+        ignore = options["ignore"]
         entities: list[dict[str, Any]] = []
-        for w, out in zip(windows, outs):
+        for w, out in zip(windows, outputs):
             scores = softmax(out[0].astype(np.float32))
             pre = self.gather_pre_entities(sentence, w, scores)
-            entities += [e for e in self.aggregate(pre, strategy)
+            entities += [e for e in self.aggregate(pre, options["strategy"])
                          if e.get("entity") not in ignore and e.get("entity_group") not in ignore]
         return overlap_merge(entities) if len(windows) > 1 else entities
 

@@ -8,7 +8,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmptyInputError, InvalidInputError
-from ..pipeline import Pipeline, as_text_list
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs, as_text_list
+from .spec import TaskSpec, logits
+
+SPEC = TaskSpec(
+    name="zero-shot-classification", auto_class="AutoModelForSequenceClassification",
+    head="ForSequenceClassification", outputs=logits("batch", None), parity="row",
+    labelled=True, requires="entailment_label", truncation={},
+    sample={"inputs": "The new budget was approved by parliament.",
+            "parameters": {"candidate_labels": ["politics", "sport"]}},
+    optimum_class="ORTModelForSequenceClassification")
 
 DEFAULT_TEMPLATE = "This example is {}."
 
@@ -40,14 +49,16 @@ def scores_for(logits: np.ndarray, multi_label: bool, entail: int) -> np.ndarray
 
 
 class ZeroShotClassificationPipeline(Pipeline):
-    task = "zero-shot-classification"
+    spec = SPEC
     parameters = frozenset({"candidate_labels", "hypothesis_template", "multi_label"})
 
     def __call__(self, inputs: Any, *args: Any, **params: Any) -> Any:
+        """The candidate labels may come second, positionally, as in transformers."""
         if len(args) == 1 and "candidate_labels" not in params:
             params["candidate_labels"] = args[0]
-        self.check_parameters(params)
-        sequences, was_list = as_text_list(inputs, "sequences")
+        return super().__call__(inputs, **params)
+
+    def sanitize(self, params: dict[str, Any]) -> Options:
         labels = parse_labels(params.get("candidate_labels", []))
         template = params.get("hypothesis_template", DEFAULT_TEMPLATE)
         if not labels:
@@ -57,19 +68,28 @@ class ZeroShotClassificationPipeline(Pipeline):
                                     "be formatted with the target labels. Make sure the passed "
                                     "template includes formatting syntax such as {} where the "
                                     "label should go.")
-        multi = bool(params.get("multi_label", False))
+        return {"labels": labels, "template": template,
+                "multi_label": bool(params.get("multi_label", False))}
+
+    def split_inputs(self, inputs: Any, options: Options) -> tuple[list[Any], Any]:
+        return as_text_list(inputs, "sequences")
+
+    def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
+        """One (premise, hypothesis) row per candidate label."""
+        labels = options["labels"]
+        pairs = [(s, options["template"].format(label)) for s in items for label in labels]
+        rows = self.encode(pairs)
+        n = len(labels)
+        return [Prepared(rows[i * n:(i + 1) * n], s) for i, s in enumerate(items)]
+
+    def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
+        labels = options["labels"]
+        logits = np.stack([o[0] for o in outputs]).astype(np.float32)
         entail = entailment_id(self.manifest.label2id or {})
-        pairs = [(s, template.format(label)) for s in sequences for label in labels]
-        encs = self.encode(pairs)
-        logits = np.stack([o[0] for o in self.bundle.run_rows(encs, self.batch_size, "row")])
-        logits = logits.astype(np.float32).reshape(len(sequences), len(labels), -1)
-        results = []
-        for seq, row in zip(sequences, logits):
-            scores = scores_for(row, multi, entail)
-            top = list(reversed(scores.argsort()))
-            results.append({"sequence": seq, "labels": [labels[i] for i in top],
-                            "scores": scores[top].tolist()})
-        return results if was_list else results[0]
+        scores = scores_for(logits, options["multi_label"], entail)
+        top = list(reversed(scores.argsort()))
+        return {"sequence": prepared.context, "labels": [labels[i] for i in top],
+                "scores": scores[top].tolist()}
 
     def encode(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
         """Premise truncated first (only_first); if that cannot fit, no truncation at all, as

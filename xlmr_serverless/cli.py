@@ -39,7 +39,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from export.build import ExportOptions, build_bundle
+    from .export.build import ExportOptions, build_bundle
 
     precisions = tuple(p for chunk in a.precision for p in chunk.split(",") if p)
     build_bundle(a.model, a.task, a.output, ExportOptions(
@@ -51,13 +51,13 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 
 def cmd_convert(a: argparse.Namespace) -> None:
-    from export.convert import convert_bert_to_roberta
+    from .export.convert import convert_bert_to_roberta
 
     print(convert_bert_to_roberta(a.src, a.dst))
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
-    from runtime import load
+    from .runtime import load
 
     pipe = load(a.bundle, provider=a.provider, precision=a.precision,
                 io_binding={"auto": None, "on": True, "off": False}[a.io_binding])
@@ -68,8 +68,8 @@ def cmd_predict(a: argparse.Namespace) -> None:
 
 def cmd_demo(a: argparse.Namespace) -> None:
     """The main job end to end: model -> int8 bundle -> one API Gateway request answered."""
-    from export.build import ExportOptions, build_bundle
-    from export.convert import convert_bert_to_roberta, minilm_source
+    from .export.build import ExportOptions, build_bundle
+    from .export.convert import convert_bert_to_roberta, minilm_source
 
     out = Path(a.output)
     model, task = a.model, a.task
@@ -79,7 +79,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
         print(f"converted the shipped all-MiniLM-L6-v2 (BERT) to RoBERTa: {model}", file=sys.stderr)
     bundle = out / "bundle"
     build_bundle(model, task or "auto", bundle, ExportOptions(precisions=("int8",)))
-    from xlmr_lambda.local import invoke_event, sample_event
+    from .aws_lambda.local import invoke_event, sample_event
 
     event = sample_event(bundle, a.text)
     print(f"\nPOST {event['rawPath']} {event['body']}", file=sys.stderr)
@@ -87,26 +87,41 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def cmd_invoke(a: argparse.Namespace) -> None:
-    from xlmr_lambda.local import invoke_event
+    from .aws_lambda.local import invoke_event
 
     event = json.loads(Path(a.event).read_text(encoding="utf-8"))
     print(json.dumps(invoke_event(a.bundle, event), indent=2, ensure_ascii=False))
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from xlmr_lambda.local import serve
+    from .aws_lambda.local import serve
 
     serve(a.bundle, a.host, a.port)
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
+    _checkout_on_path("benchmarks")
     from benchmarks.harness import main as bench_main
 
     bench_main(a)
 
 
+def _checkout_on_path(folder: str) -> None:
+    """benchmarks/ is not installed (no serving install carries it): `xlmr bench` runs it from
+    the checkout this package was installed from (pip install -e), or says where it lives."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / folder / "__init__.py").is_file():
+        raise ValueError(f"`xlmr bench` runs from a checkout of the repository ({folder}/ is not "
+                         "installed): git clone it, pip install -e '.[export,bench]', run there")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="xlmr", description=__doc__)
+    p.add_argument("--version", action="version", version=f"xlmr-serverless {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("export", help="Hugging Face model -> verified ONNX bundle")
@@ -178,15 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = [ValueError, FileNotFoundError, PermissionError,
                                        json.JSONDecodeError]
-    from runtime.errors import XlmrError
+    from .runtime.errors import XlmrError
 
     errs.append(XlmrError)
-    try:
-        from export.errors import ExportError
+    from .export.errors import ExportError  # torch-free: reporting an error loads no model code
 
-        errs.append(ExportError)
-    except ImportError:  # the base install has no export side
-        pass
+    errs.append(ExportError)
     return tuple(errs)
 
 
