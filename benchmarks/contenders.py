@@ -8,15 +8,7 @@ from typing import Any
 
 import numpy as np
 
-# transformers head classes and optimum ORTModel classes per task
-AUTO = {"feature-extraction": "AutoModel", "fill-mask": "AutoModelForMaskedLM",
-        "text-classification": "AutoModelForSequenceClassification",
-        "token-classification": "AutoModelForTokenClassification",
-        "question-answering": "AutoModelForQuestionAnswering"}
-ORT = {"feature-extraction": "ORTModelForFeatureExtraction", "fill-mask": "ORTModelForMaskedLM",
-       "text-classification": "ORTModelForSequenceClassification",
-       "token-classification": "ORTModelForTokenClassification",
-       "question-answering": "ORTModelForQuestionAnswering"}
+from xlmr_serverless.runtime.tasks import task_spec
 
 
 def task_output(task: str, out: Any, ids: np.ndarray, mask_id: int | None) -> np.ndarray:
@@ -43,7 +35,7 @@ class Torch:
 
         torch.set_num_threads(threads)
         self.torch, self.task = torch, task
-        self.model = getattr(transformers, AUTO[task]).from_pretrained(
+        self.model = getattr(transformers, task_spec(task).auto_class).from_pretrained(
             model, attn_implementation="sdpa").eval()
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, mask_id: int | None) -> np.ndarray:
@@ -65,7 +57,8 @@ class Optimum:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         self.task = task
-        self.model = getattr(opt, ORT[task]).from_pretrained(onnx_dir, file_name=file,
+        cls = getattr(opt, str(task_spec(task).optimum_class))
+        self.model = cls.from_pretrained(onnx_dir, file_name=file,
                                                              session_options=opts)
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray, mask_id: int | None) -> np.ndarray:

@@ -4,6 +4,7 @@ with a short pause between contenders, so the machine's drift hits all alike."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -64,13 +65,13 @@ class Worker:
 
 
 def machine() -> dict[str, Any]:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "processor": platform.processor()}
     try:
         text = Path("/proc/cpuinfo").read_text()
-        info["cpu_model"] = next(l.split(":", 1)[1].strip() for l in text.splitlines()
-                                 if l.startswith("model name"))
-        flags = next(l for l in text.splitlines() if l.startswith("flags")).split()
+        info["cpu_model"] = next(ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                                 if ln.startswith("model name"))
+        flags = next(ln for ln in text.splitlines() if ln.startswith("flags")).split()
         info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
     except (OSError, StopIteration):
         pass
@@ -84,9 +85,12 @@ def export_optimum(model: str, task: str, folder: Path, isa: list[str]) -> tuple
         from optimum.onnxruntime.configuration import AutoQuantizationConfig
     except ImportError as exc:
         return None, f"optimum-onnx not installed ({exc.name})"
-    from .contenders import ORT
+    from xlmr_serverless.runtime.tasks import task_spec
 
-    m = getattr(opt, ORT[task]).from_pretrained(model, export=True)
+    optimum_class = task_spec(task).optimum_class
+    if optimum_class is None:
+        return None, f"Optimum has no ORTModel for {task}"
+    m = getattr(opt, optimum_class).from_pretrained(model, export=True)
     m.save_pretrained(folder)
     if platform.machine() in ("arm64", "aarch64"):
         qconfig, name = AutoQuantizationConfig.arm64(is_static=False, per_channel=False), "arm64"
@@ -100,10 +104,11 @@ def export_optimum(model: str, task: str, folder: Path, isa: list[str]) -> tuple
     return str(folder), name
 
 
-def cold_start(kind: str, bundle: Path, model: str, task: str, text: Any) -> dict[str, float]:
+def cold_start(kind: str, bundle: Path, model: str, task: str, text: Any) -> dict[str, Any]:
     """Process start -> first answer, and the process's peak RSS, in a fresh interpreter."""
     scripts = {
-        "runtime": f"from xlmr_serverless.runtime import load\np = load({str(bundle)!r}, verify=False)\np({text!r})",
+        "runtime": (f"from xlmr_serverless.runtime import load\n"
+                    f"p = load({str(bundle)!r}, verify=False)\np({text!r})"),
         "lambda_handler": ("import json\nfrom xlmr_serverless.aws_lambda.handler import handler\n"
                            "from xlmr_serverless.aws_lambda.local import LocalContext, sample_event\n"
                            f"r = handler(sample_event({str(bundle)!r}, 'hello'), LocalContext())\n"
@@ -120,14 +125,14 @@ def cold_start(kind: str, bundle: Path, model: str, task: str, text: Any) -> dic
     elapsed = time.perf_counter() - t0
     if res.returncode != 0:
         return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
-    peak = float(next(l.split()[1] for l in res.stderr.splitlines() if l.startswith("PEAK")))
+    peak = float(next(ln.split()[1] for ln in res.stderr.splitlines() if ln.startswith("PEAK")))
     return {"seconds": elapsed, "peak_rss_mb": peak}
 
 
-def accuracy(ref: np.ndarray, got: np.ndarray, task: str) -> dict[str, float]:
+def accuracy(ref: np.ndarray, got: np.ndarray, task: str) -> dict[str, Any]:
     if ref.shape != got.shape:
         return {"error": f"shape {got.shape} != reference {ref.shape}"}
-    out = {"max_abs_diff": float(np.abs(ref - got).max())}
+    out: dict[str, Any] = {"max_abs_diff": float(np.abs(ref - got).max())}
     if task == "feature-extraction":  # argmax over hidden units means nothing: compare sentences
         a, b = ref.mean(1), got.mean(1)
         cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
@@ -138,35 +143,65 @@ def accuracy(ref: np.ndarray, got: np.ndarray, task: str) -> dict[str, float]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclasses.dataclass
+class Plan:
+    """What one `xlmr bench` run measures, read from its arguments."""
+
+    model: str
+    task: str
+    batch_sizes: list[int]
+    seq_lens: list[int]
+    providers: list[str]
+    threads: int
+    rounds: int
+    min_agreement: float
+    output: Path
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Plan:
+        return cls(model=str(args.model), task=args.task,
+                   batch_sizes=[int(x) for x in str(args.batch_sizes).split(",")],
+                   seq_lens=[int(x) for x in str(args.seq_lens).split(",")],
+                   providers=[p.strip() for p in str(args.providers).split(",")],
+                   threads=int(getattr(args, "threads", 0) or len(os.sched_getaffinity(0))),
+                   rounds=int(args.rounds),
+                   min_agreement=float(getattr(args, "min_agreement", 0.0)),
+                   output=Path(args.output))
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return ("fp32", "int8") + (("fp16",) if "cuda" in self.providers else ())
+
+
+def export_bundle(plan: Plan, work: Path) -> tuple[Path, list[dict[str, Any]], dict[str, int]]:
+    """The bundle (fp32, int8, fp16 for CUDA) and the benchmark cases cut from real text."""
     from xlmr_serverless.export.build import ExportOptions, build_bundle
     from xlmr_serverless.runtime.manifest import read_manifest
     from xlmr_serverless.runtime.tokenization import TextTokenizer, special_ids
 
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="xlmr-bench-"))  # scratch: never inside the results
-    batch_sizes = [int(x) for x in str(args.batch_sizes).split(",")]
-    seq_lens = [int(x) for x in str(args.seq_lens).split(",")]
-    providers = [p.strip() for p in str(args.providers).split(",")]
-    threads = int(getattr(args, "threads", 0) or len(os.sched_getaffinity(0)))
-    info = machine()
-    precisions = ("fp32", "int8") + (("fp16",) if "cuda" in providers else ())
     bundle = work / "bundle"
     sys.stderr.write("exporting the bundle ...\n")
-    build_bundle(args.model, args.task, bundle, ExportOptions(
-        precisions=precisions, min_agreement=float(getattr(args, "min_agreement", 0.0))),
-        log=lambda s: None)
+    build_bundle(plan.model, plan.task, bundle, ExportOptions(
+        precisions=plan.precisions, min_agreement=plan.min_agreement), log=lambda s: None)
     manifest = read_manifest(bundle)
     tok = TextTokenizer(bundle / "tokenizer.json")
     specials = special_ids(tok, manifest.special_tokens)
-    cases = write_cases(bundle, tok, specials, batch_sizes,
-                        [min(s, manifest.max_length) for s in seq_lens], args.task, work / "cases")
-    base = {"cases": cases, "mask_id": specials.get("mask"), "threads": threads,
-            "model": str(args.model), "task": args.task}
+    cases = write_cases(bundle, tok, specials, plan.batch_sizes,
+                        [min(s, manifest.max_length) for s in plan.seq_lens], plan.task,
+                        work / "cases")
+    return bundle, cases, specials
+
+
+def contender_specs(plan: Plan, bundle: Path, cases: list[dict[str, Any]],
+                    specials: dict[str, int], work: Path,
+                    isa: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """name -> worker spec for PyTorch, Optimum (fp32 and its int8) and the bundle's files;
+    and the contenders that could not run, with why."""
+    base = {"cases": cases, "mask_id": specials.get("mask"), "threads": plan.threads,
+            "model": plan.model, "task": plan.task}
     specs: dict[str, dict[str, Any]] = {"pytorch_fp32": {**base, "kind": "torch"}}
     sys.stderr.write("exporting Optimum's contenders ...\n")
-    opt_dir, qname = export_optimum(str(args.model), args.task, work / "optimum", info.get("isa", []))
+    opt_dir, qname = export_optimum(plan.model, plan.task, work / "optimum", isa)
     missing = {}
     if opt_dir:
         specs["optimum_fp32"] = {**base, "kind": "optimum", "onnx_dir": opt_dir, "file": "model.onnx"}
@@ -174,51 +209,81 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                            "file": "model_quantized.onnx"}
     else:
         missing["optimum"] = qname
-    for p in precisions:
+    for p in plan.precisions:
         provider = "cuda" if p == "fp16" else "cpu"
-        if provider in providers:
+        if provider in plan.providers:
             specs[f"bundle_{p}"] = {**base, "kind": "bundle", "bundle": str(bundle),
                                     "precision": p, "provider": provider}
             if provider == "cuda":  # does IO binding pay on this GPU? the same file without it
                 specs[f"bundle_{p}_no_iobinding"] = {**specs[f"bundle_{p}"], "io_binding": False}
+    return specs, missing
+
+
+def alternate_rounds(plan: Plan, workers: dict[str, Worker],
+                     cases: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Latencies (ms) per contender and case: A B C A B C ..., a pause between contenders."""
+    lat: dict[str, dict[str, list[float]]] = {n: {c["name"]: [] for c in cases} for n in workers}
+    total, done = plan.rounds * len(cases) * len(workers), 0
+    for _ in range(plan.rounds):
+        for case in cases:
+            iters = max(1, min(20, 2048 // (case["batch"] * case["seq"])))
+            for name, w in workers.items():
+                lat[name][case["name"]] += w.ask(op="run", case=case["name"], iters=iters)["ms"]
+                done += 1
+                progress(done, total, f"{name} {case['name']}")
+                time.sleep(PAUSE_S)
+    return lat
+
+
+def measure(plan: Plan, specs: dict[str, dict[str, Any]], cases: list[dict[str, Any]],
+            work: Path) -> tuple[dict[str, Any], str]:
+    """Each contender's latencies, load time, size, peak RSS and accuracy against PyTorch."""
     workers = {name: Worker(name, spec) for name, spec in specs.items()}
     try:
-        lat: dict[str, dict[str, list[float]]] = {n: {c["name"]: [] for c in cases} for n in workers}
-        total, done = args.rounds * len(cases) * len(workers), 0
-        for _ in range(args.rounds):
-            for case in cases:
-                iters = max(1, min(20, 2048 // (case["batch"] * case["seq"])))
-                for name, w in workers.items():
-                    lat[name][case["name"]] += w.ask(op="run", case=case["name"], iters=iters)["ms"]
-                    done += 1
-                    progress(done, total, f"{name} {case['name']}")
-                    time.sleep(PAUSE_S)
+        lat = alternate_rounds(plan, workers, cases)
         acc_case = cases[len(cases) // 2]["name"]
         outs = {n: np.load(w.ask(op="output", case=acc_case, path=str(work / f"{n}.npy"))["path"])
                 for n, w in workers.items()}
         results = {n: {"load_s": w.load_s, "file_mb": file_size(specs[n]) / 1e6,
                        "peak_rss_mb": w.ask(op="rss")["peak_rss_mb"],
                        "latency_ms": {c: report.percentiles(v) for c, v in lat[n].items()},
-                       "accuracy_vs_pytorch_fp32": accuracy(outs["pytorch_fp32"], outs[n], args.task)}
+                       "accuracy_vs_pytorch_fp32": accuracy(outs["pytorch_fp32"], outs[n], plan.task)}
                    for n, w in workers.items()}
     finally:
         for w in workers.values():
             w.close()
+    return results, acc_case
+
+
+def cold_starts(plan: Plan, bundle: Path) -> dict[str, Any]:
     text = {"fill-mask": "Paris is the <mask> of France.", "question-answering": None}.get(
-        args.task, "XLM-R runs on AWS Lambda.")
+        plan.task, "XLM-R runs on AWS Lambda.")
     sys.stderr.write("cold starts ...\n")
-    colds = {k: cold_start(k, bundle, str(args.model), args.task, text)
-             for k in ("runtime", "lambda_handler", "transformers_pipeline")
-             if text is not None or k == "lambda_handler"}
-    config = json.loads((Path(args.model) / "config.json").read_text()) \
-        if (Path(args.model) / "config.json").exists() else None
-    result = {"model": str(args.model), "task": args.task, "machine": info, "threads": threads,
-              "rounds": args.rounds, "cases": [{k: c[k] for k in ("name", "batch", "seq")} for c in cases],
+    return {k: cold_start(k, bundle, plan.model, plan.task, text)
+            for k in ("runtime", "lambda_handler", "transformers_pipeline")
+            if text is not None or k == "lambda_handler"}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Export, measure every contender in alternating rounds, cold starts, write the report."""
+    plan = Plan.from_args(args)
+    plan.output.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="xlmr-bench-"))  # scratch: never inside the results
+    info = machine()
+    bundle, cases, specials = export_bundle(plan, work)
+    specs, missing = contender_specs(plan, bundle, cases, specials, work, info.get("isa", []))
+    results, acc_case = measure(plan, specs, cases, work)
+    config_path = Path(plan.model) / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else None
+    result = {"model": plan.model, "task": plan.task, "machine": info, "threads": plan.threads,
+              "rounds": plan.rounds,
+              "cases": [{k: c[k] for k in ("name", "batch", "seq")} for c in cases],
               "accuracy_case": acc_case, "contenders": results, "missing": missing,
-              "cold_start": colds, "ceiling": ceiling.gemm_ceiling(threads=threads),
+              "cold_start": cold_starts(plan, bundle),
+              "ceiling": ceiling.gemm_ceiling(threads=plan.threads),
               "encoder_config": {k: config[k] for k in ("hidden_size", "intermediate_size",
                                                          "num_hidden_layers")} if config else None}
-    report.write(result, out)
+    report.write(result, plan.output)
     shutil.rmtree(work, ignore_errors=True)
     return result
 

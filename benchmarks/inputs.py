@@ -26,7 +26,7 @@ def token_rows(tokenizer: TextTokenizer, n_tokens: int, rows: int, cls: int, sep
                mask_id: int | None) -> np.ndarray:
     """`rows` rows of exactly n_tokens ids: <s> + real sentence pieces + </s>."""
     body = []
-    for i, enc in enumerate(tokenizer.encode(list(SENTENCES) * 50, add_special_tokens=False)):
+    for enc in tokenizer.encode(list(SENTENCES) * 50, add_special_tokens=False):
         body += enc.ids
         if len(body) > (n_tokens + rows) * 2:
             break

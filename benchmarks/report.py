@@ -17,7 +17,8 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def tokens_per_s(result: dict[str, Any], name: str, case: dict[str, Any]) -> float:
-    return case["batch"] * case["seq"] / (result["contenders"][name]["latency_ms"][case["name"]]["p50"] / 1000)
+    p50_ms = result["contenders"][name]["latency_ms"][case["name"]]["p50"]
+    return case["batch"] * case["seq"] / (p50_ms / 1000)
 
 
 def ratio(result: dict[str, Any], fast: str, slow: str, case: str) -> float | None:
@@ -91,7 +92,8 @@ def markdown(result: dict[str, Any]) -> str:
             secs = c["latency_ms"][head["name"]]["p50"] / 1000
             top = ceil["int8_gops"] if "int8" in name else ceil["fp32_gflops"]
             lines.append(f"- {name}: {flops / secs / 1e9:.1f} G(FL)OP/s at {head['name']} = "
-                         f"{flops / secs / 1e9 / top:.0%} of the {'int8' if 'int8' in name else 'fp32'} ceiling")
+                         f"{flops / secs / 1e9 / top:.0%} of the "
+                         f"{'int8' if 'int8' in name else 'fp32'} ceiling")
     lines += ["", "Summary: " + summary(result), ""]
     return "\n".join(lines)
 

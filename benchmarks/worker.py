@@ -8,6 +8,7 @@ import json
 import resource
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ def main() -> None:
     print(json.dumps({"ready": True, "load_s": time.perf_counter() - t0}), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
+        res: dict[str, Any]
         if req["op"] == "run":
             ids, mask = cases[req["case"]]
             res = {"ms": timed_runs(model, ids, mask, spec.get("mask_id"), req["iters"])}

@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..runtime import precisions as registry
-from ..runtime.manifest import (TOKENIZER_NAME, Manifest, ModelFile, sha256_file, verify_files,
-                                write_manifest)
+from ..runtime.manifest import (
+    TOKENIZER_NAME,
+    Manifest,
+    ModelFile,
+    sha256_file,
+    verify_files,
+    write_manifest,
+)
 from ..runtime.tasks.spec import INPUT_NAMES, TaskSpec
 from . import gate, models, onnx_export, optimize, validate, writers
 from .errors import ExportError, ToleranceError

@@ -66,9 +66,10 @@ def encode_batches(tokenizer: Any, texts: list[str], spec: TaskSpec, mask_token_
         for i, r in enumerate(chunk):
             ids[i, :len(r)] = r
         mask = (ids != pad_token_id).astype(np.int64)
+        feed: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": mask}
         if choices:
-            ids, mask = ids.reshape(-1, 2, width), mask.reshape(-1, 2, width)
-        yield {"input_ids": ids, "attention_mask": mask}
+            feed = {k: v.reshape(-1, 2, width) for k, v in feed.items()}
+        yield feed
 
 
 @dataclasses.dataclass

@@ -10,18 +10,24 @@ import time
 from typing import Any, Callable
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import (APIGatewayHttpResolver, APIGatewayRestResolver,
-                                                 CORSConfig, LambdaFunctionUrlResolver, Response)
+from aws_lambda_powertools.event_handler import (
+    APIGatewayHttpResolver,
+    APIGatewayRestResolver,
+    CORSConfig,
+    LambdaFunctionUrlResolver,
+    Response,
+)
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .config import Settings, lambda_safe_environment
 from .routes import ROUTES, Route
 from .service import Service, error_body, parse_json
 
+
 class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever sys.stdout is at the time (Lambda ships stdout to CloudWatch)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stdout
 

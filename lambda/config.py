@@ -23,7 +23,7 @@ class Settings:
     io_binding: bool | None = None  # None: on for CUDA, off on CPU
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         e = dict(os.environ if env is None else env)
         return cls(
             bundle_dir=Path(e.get("BUNDLE_DIR", DEFAULT_BUNDLE_DIR)),

@@ -11,8 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import (BundleError, EmptyInputError, InputTooLongError, InvalidInputError,
-                     ProviderError, UnsupportedTaskError, XlmrError)
+from .errors import (
+    BundleError,
+    EmptyInputError,
+    InputTooLongError,
+    InvalidInputError,
+    ProviderError,
+    UnsupportedTaskError,
+    XlmrError,
+)
 
 if TYPE_CHECKING:
     from .bundle import Bundle

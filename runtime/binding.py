@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+
 def use_io_binding(requested: bool | None, provider: str) -> bool:
     """None means where it pays: on the CUDA provider, not on CPU."""
     return provider == "cuda" if requested is None else bool(requested)

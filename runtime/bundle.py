@@ -14,7 +14,7 @@ import numpy as np
 
 from .binding import bound_run, use_io_binding
 from .errors import BundleError, InputTooLongError
-from .manifest import ModelFile, Manifest, read_manifest, verify_files
+from .manifest import Manifest, ModelFile, read_manifest, verify_files
 from .precisions import preferred
 from .session import choose_provider, create_session
 from .tokenization import TextTokenizer, pad_batch, special_ids

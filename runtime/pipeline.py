@@ -10,6 +10,7 @@ import numpy as np
 
 from .bundle import Bundle, Usage
 from .errors import EmptyInputError, InvalidInputError
+
 if TYPE_CHECKING:
     from .tasks.spec import TaskSpec
 

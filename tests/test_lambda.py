@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -196,9 +195,9 @@ def test_logs_are_structured_and_hold_no_input_text(handlers, capfd):
 def test_bundle_from_s3(embed_bundle, tmp_path):
     boto3 = pytest.importorskip("boto3")
     moto = pytest.importorskip("moto")
+    from xlmr_serverless.aws_lambda.s3 import fetch_bundle
     from xlmr_serverless.runtime import load
     from xlmr_serverless.runtime.errors import BundleError
-    from xlmr_serverless.aws_lambda.s3 import fetch_bundle
 
     with moto.mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -234,8 +233,8 @@ def free_port() -> int:
 
 def test_xlmr_serve_answers_http(embed_bundle):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "xlmr_serverless.cli", "serve", "--bundle", str(embed_bundle),
-                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "xlmr_serverless.cli", "serve", "--bundle",
+                             str(embed_bundle), "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -309,7 +308,8 @@ class RuntimeApi:
 
 
 def test_awslambdaric_end_to_end(embed_bundle):
-    """`python -m awslambdaric xlmr_serverless.aws_lambda.handler.handler`: the image's CMD, on a fake Runtime API."""
+    """`python -m awslambdaric xlmr_serverless.aws_lambda.handler.handler`: the image's CMD, on
+    a fake Runtime API."""
     pytest.importorskip("awslambdaric")
     events = [dict(http_event("GET", "/health", None), _id="r1"),
               dict(rest_event("POST", "/embed", json.dumps({"inputs": ["héllo", "wörld"]})), _id="r2"),
@@ -319,7 +319,8 @@ def test_awslambdaric_end_to_end(embed_bundle):
     env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(embed_bundle),
            "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
            "POWERTOOLS_METRICS_NAMESPACE": "test", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "awslambdaric", "xlmr_serverless.aws_lambda.handler.handler"],
+    proc = subprocess.Popen([sys.executable, "-m", "awslambdaric",
+                             "xlmr_serverless.aws_lambda.handler.handler"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert api.done.wait(120), f"the runtime client did not fetch every event: {proc.poll()}"

@@ -32,15 +32,50 @@ def test_lambda_imports_only_what_its_image_installs():
     wanted = {line.split("==")[0].strip().replace("-", "_") for line in
               (ROOT / "lambda" / "requirements.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")}
-    allowed = wanted | {"runtime", "boto3", "xlmr_serverless.aws_lambda"}
+    allowed = wanted | {"boto3"}
     used = imports(ROOT / "lambda")
     # the GPU image's WSGI server is imported by waitress, not by us; nothing else may be missing
     assert set(used) - allowed == set(), {k: used[k] for k in set(used) - allowed}
-    assert not {"torch", "transformers", "export"} & set(used)
+    assert not {"torch", "transformers", "export", "runtime"} & set(used)
 
 
-def test_serving_side_type_checks():
-    """runtime/ and lambda/ carry full annotations; mypy holds them to it."""
+def relative_imports(folder: Path) -> set[str]:
+    """Sibling subpackages of xlmr_serverless a folder reaches with `from ..x import`."""
+    found = set()
+    for path in folder.rglob("*.py"):
+        depth = len(path.relative_to(folder).parts)  # 1: the package's own top level
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == depth + 1 and node.module:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_layers_point_down():
+    """runtime/ imports no sibling; lambda/ and export/ only runtime/; nothing imports
+    benchmarks/ (it is not installed)."""
+    assert relative_imports(ROOT / "runtime") == set()
+    assert relative_imports(ROOT / "lambda") <= {"runtime"}
+    assert relative_imports(ROOT / "export") <= {"runtime"}
+    for folder in ("runtime", "lambda", "export"):  # (the CLI's `bench` loads it from a checkout)
+        assert "benchmarks" not in imports(ROOT / folder), folder
+
+
+def installed_tree(root: Path) -> Path:
+    """The installed layout (xlmr_serverless/{runtime,export,aws_lambda}) as links to the
+    folders, so mypy checks every package under the names users import."""
+    pkg = root / "xlmr_serverless"
+    pkg.mkdir(parents=True)
+    for f in (ROOT / "xlmr_serverless").iterdir():
+        if f.suffix in (".py", ".typed"):
+            (pkg / f.name).symlink_to(f)
+    for name, folder in (("runtime", "runtime"), ("export", "export"), ("aws_lambda", "lambda")):
+        (pkg / name).symlink_to(ROOT / folder, target_is_directory=True)
+    (root / "benchmarks").symlink_to(ROOT / "benchmarks", target_is_directory=True)
+    return root
+
+
+def test_every_package_type_checks(tmp_path):
+    """mypy over runtime/, export/, lambda/, the CLI and benchmarks/ (settings in pyproject)."""
     import importlib.util
     import subprocess
 
@@ -48,7 +83,27 @@ def test_serving_side_type_checks():
 
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy not installed")
-    res = subprocess.run([sys.executable, "-m", "mypy", "runtime", "lambda",
-                          "--ignore-missing-imports", "--follow-imports=silent"],
+    res = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+                          "--cache-dir", str(tmp_path / "cache"), "-p", "xlmr_serverless",
+                          "-p", "benchmarks"], capture_output=True, text=True,
+                         cwd=installed_tree(tmp_path / "tree"))
+    assert res.returncode == 0, res.stdout[-3000:]
+    checked = int(res.stdout.rsplit(" in ", 1)[1].split()[0])  # "... no issues found in N source files"
+    ours = sum(len(list((ROOT / d).rglob("*.py")))
+               for d in ("runtime", "export", "lambda", "xlmr_serverless", "benchmarks"))
+    assert checked >= ours, res.stdout  # every module was found, none silently skipped
+
+
+def test_ruff_clean():
+    """ruff (rules in pyproject) over every folder of code."""
+    import importlib.util
+    import subprocess
+
+    import pytest
+
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff not installed")
+    res = subprocess.run([sys.executable, "-m", "ruff", "check", "runtime", "export", "lambda",
+                          "xlmr_serverless", "benchmarks", "tests", "events"],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-3000:]

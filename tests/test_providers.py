@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pytest
 
+from tests.conftest import needs_torch
 from xlmr_serverless.runtime.binding import use_io_binding
 from xlmr_serverless.runtime.errors import ProviderError
 from xlmr_serverless.runtime.session import CPU, CUDA, choose_provider, usable_cpus
-from tests.conftest import needs_torch
 
 
 def test_choose_provider():

@@ -3,7 +3,7 @@ facts, see spec.py) and its pipeline class. Adding a task is one module plus one
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING
 
 from ..errors import UnsupportedTaskError
@@ -24,7 +24,7 @@ MODULES = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def pipelines() -> dict[str, type[Pipeline]]:
     """task name -> pipeline class, in registry order (imported on first use)."""
     classes = {}

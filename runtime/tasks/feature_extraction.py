@@ -57,7 +57,8 @@ class FeatureExtractionPipeline(Pipeline):
         st_limit = cfg.get("max_seq_length") or positions
         source = f"sentence-transformers' max_seq_length {st_limit}" if st_limit < positions \
             else f"the model's {positions} positions"
-        return {"sentence": True, "source": source, "pooling": one_of("pooling", pooling or cfg["pooling"], POOLINGS),
+        return {"sentence": True, "source": source,
+                "pooling": one_of("pooling", pooling or cfg["pooling"], POOLINGS),
                 "normalize": cfg["normalize"] if normalize is None else bool(normalize),
                 "strategy": "longest_first" if truncate else None,
                 "limit": min(cfg.get("max_seq_length") or self.manifest.max_length,

@@ -8,8 +8,15 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..ops import sigmoid, softmax
-from ..pipeline import (Options, Pipeline, Prepared, RowOutputs, as_item_list, one_of,
-                        optional_positive_int)
+from ..pipeline import (
+    Options,
+    Pipeline,
+    Prepared,
+    RowOutputs,
+    as_item_list,
+    one_of,
+    optional_positive_int,
+)
 from .spec import TaskSpec, logits
 
 SPEC = TaskSpec(
