@@ -121,11 +121,10 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
                 io_binding: bool | None = None) -> Bundle:
     """Load a bundle folder. `verify` checks sha256 of every file (sizes are always checked);
     `io_binding` None binds inputs and outputs on the device where that pays (CUDA)."""
-    import onnxruntime as ort
-
     folder = Path(folder)
     manifest = read_manifest(folder)
     verify_files(manifest, folder, full=verify)
+    import onnxruntime as ort  # after the cheap checks: a bad folder is reported at once
     want = choose_provider(provider, ort.get_available_providers())
     precision = precision or preferred(manifest.precisions, want)
     model_file = manifest.file_for(precision)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Create the project's environments (idempotent). Usage: scripts/setup.sh [main|tf4|sam|all]
-#   .venv      transformers 5.x: what a new user installs (export + lambda + tests)
-#   .venv-tf4  transformers 4.57.x: the QA pipeline's reference and Optimum's supported line
-#   .venv-sam  aws-sam-cli on its own: its pins would fight the project's
+# Create the project's environments (idempotent). Usage: scripts/setup.sh [main|tf4|sam|serve|all]
+#   .venv        transformers 5.x: what a new user installs (export + lambda + tests)
+#   .venv-tf4    transformers 4.57.x: the QA pipeline's reference and Optimum's supported line
+#   .venv-sam    aws-sam-cli on its own: its pins would fight the project's
+#   .venv-serve  the serving side alone (runtime + lambda, no torch): the fast serving tier
 # The environments install side by side; --no-compile leaves bytecode to the first import
 # (compiling all of torch at install costs ~30 s of a 41 s install here).
 set -euo pipefail
@@ -19,6 +20,11 @@ make_env() {  # name, extra pip args...
   "$env/bin/pip" "${PIP[@]}" -e ".[export,lambda,test,bench]" "$@"
 }
 
+make_serve() {  # what a Lambda image holds, plus the test runners; never torch
+  if [ ! -x .venv-serve/bin/python ]; then "$PY" -m venv .venv-serve; fi
+  .venv-serve/bin/pip "${PIP[@]}" -e ".[lambda]" pytest "moto[s3]" awslambdaric
+}
+
 make_sam() {
   if [ ! -x .venv-sam/bin/sam ]; then
     "$PY" -m venv .venv-sam && .venv-sam/bin/pip "${PIP[@]}" aws-sam-cli
@@ -31,6 +37,7 @@ if [ "$want" = tf4 ] || [ "$want" = all ]; then
   make_env .venv-tf4 "transformers==4.57.*" "optimum-onnx==0.1.0" & pids+=($!)
 fi
 if [ "$want" = sam ] || [ "$want" = all ]; then make_sam & pids+=($!); fi
+if [ "$want" = serve ] || [ "$want" = all ]; then make_serve & pids+=($!); fi
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 exit $status

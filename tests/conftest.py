@@ -3,8 +3,8 @@ session with export/ (fp32 + int8), and the transformers pipeline on the same ch
 from __future__ import annotations
 
 import importlib.util
-import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,13 @@ sys.path.insert(0, str(ROOT))
 HAS_TORCH = importlib.util.find_spec("torch") is not None and \
     importlib.util.find_spec("transformers") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs the [export] extra")
+# modules that import the export side at the top: not even collected where it is absent
+collect_ignore = [] if HAS_TORCH else ["test_export.py", "test_convert.py"]
+# bundles built once per run by `python -m tests.bundles DIR` (scripts/test.sh): the serving
+# tests run on them where torch is absent
+PREBUILT = Path(os.environ["XLMR_TEST_BUNDLES"]) if os.environ.get("XLMR_TEST_BUNDLES") else None
+needs_bundles = pytest.mark.skipif(not HAS_TORCH and PREBUILT is None,
+                                   reason="needs the [export] extra or XLMR_TEST_BUNDLES")
 
 # Multilingual inputs: Latin, Arabic, CJK, emoji, empty-ish, long.
 TEXTS = [
@@ -35,13 +42,13 @@ TEXTS = [
 @pytest.fixture(scope="session")
 def model_factory(tmp_path_factory):
     """(task, arch) -> folder of a tiny random checkpoint, built once."""
-    from tests.factory import make_model
-
     cache: dict[tuple, Path] = {}
 
     def make(task: str, arch: str = "xlm-roberta", **kw: Any) -> Path:
         key = (task, arch, tuple(sorted(kw.items())))
         if key not in cache:
+            from tests.factory import make_model
+
             folder = tmp_path_factory.mktemp(f"{task}-{arch}".replace("_", "-"))
             cache[key] = make_model(folder, task, arch, initializer_range=0.2, **kw)
         return cache[key]
@@ -52,20 +59,23 @@ def model_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bundle_factory(model_factory, tmp_path_factory):
     """(task, arch) -> exported bundle folder (fp32 + int8, accuracy gate off: random weights;
-    fusions forced, so what the tests count does not depend on a timing)."""
-    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    fusions forced, so what the tests count does not depend on a timing). A bundle prebuilt
+    under XLMR_TEST_BUNDLES is used as it is; without torch, only those exist."""
+    from tests.bundles import build, key_name
 
-    cache: dict[tuple, Path] = {}
+    cache: dict[str, Path] = {}
 
     def make(task: str, arch: str = "xlm-roberta", precisions=("fp32", "int8"), **kw: Any) -> Path:
-        key = (task, arch, precisions, tuple(sorted(kw.items())))
-        if key not in cache:
-            out = tmp_path_factory.mktemp("bundles") / f"{task}-{arch}"
-            build_bundle(model_factory(task, arch, **kw), task, out,
-                         ExportOptions(precisions=precisions, min_agreement=0.0, optimize=True),
-                         log=logging.getLogger("test.export").info)
-            cache[key] = out
-        return cache[key]
+        name = key_name(task, arch, tuple(precisions), **kw)
+        if name not in cache:
+            if PREBUILT is not None and (PREBUILT / name / "manifest.json").is_file():
+                cache[name] = PREBUILT / name
+            elif not HAS_TORCH:
+                pytest.skip(f"no prebuilt bundle {name} and no torch to build it")
+            else:
+                cache[name] = build(tmp_path_factory.mktemp("bundles") / name, task, arch,
+                                    tuple(precisions), model_factory(task, arch, **kw))
+        return cache[name]
 
     return make
 

@@ -60,5 +60,21 @@ def test_export_errors(model_factory, tmp_path, args, text):
     one_line_error(xlmr(*base, *args), text)
 
 
+@pytest.mark.serving
 def test_predict_missing_bundle(tmp_path):
     one_line_error(xlmr("predict", str(tmp_path / "none"), "x"), "bundle folder not found")
+
+
+@pytest.mark.serving
+def test_errors_and_version_load_no_torch(tmp_path):
+    """Reporting a bad call must not import the export side (torch would take seconds)."""
+    from xlmr_serverless import __version__
+
+    res = xlmr("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"xlmr-serverless {__version__}"
+    code = ("import sys\nfrom xlmr_serverless.cli import main\n"
+            f"rc = main(['predict', {str(tmp_path / 'none')!r}, 'x'])\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'onnx', 'onnxruntime')"
+            " if m in sys.modules)\nprint(rc, heavy)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.stdout.split("\n")[0] == "2 []", res.stdout + res.stderr

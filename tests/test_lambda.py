@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import ROOT, needs_torch
+from tests.conftest import ROOT, needs_bundles
 
-pytestmark = needs_torch
+pytestmark = [needs_bundles, pytest.mark.serving]
 EVENTS = ROOT / "events"
 
 

@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT, needs_torch
+import pytest
+
+from tests.conftest import ROOT, needs_bundles
 
 CALLS = {
     "feature-extraction": ("'héllo wörld'", "pooling='mean', normalize=True"),
@@ -37,7 +39,8 @@ print(json.dumps({{'served': out, 'heavy': heavy}}))
 """
 
 
-@needs_torch  # the bundles are built with export/, in this process
+@pytest.mark.serving
+@needs_bundles  # built with export/ in this process, or prebuilt (tests/bundles.py)
 def test_runtime_serves_every_task_without_torch(bundle_factory):
     jobs = [(task, str(bundle_factory(task)), args, kw) for task, (args, kw) in CALLS.items()]
     res = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT), jobs=jobs)],

@@ -8,10 +8,12 @@ import logging
 import numpy as np
 import pytest
 
-from tests.conftest import needs_torch
+from tests.conftest import needs_bundles
 from xlmr_serverless.runtime.binding import use_io_binding
 from xlmr_serverless.runtime.errors import ProviderError
 from xlmr_serverless.runtime.session import CPU, CUDA, choose_provider, usable_cpus
+
+pytestmark = pytest.mark.serving
 
 
 def test_choose_provider():
@@ -48,7 +50,7 @@ class FakeSession:
         return []
 
 
-@needs_torch
+@needs_bundles
 def test_auto_falls_back_to_cpu_and_says_so(bundle_factory, monkeypatch, caplog):
     import onnxruntime as ort
 
@@ -68,7 +70,7 @@ def test_auto_falls_back_to_cpu_and_says_so(bundle_factory, monkeypatch, caplog)
         load(folder, provider="cuda", precision="fp32")
 
 
-@needs_torch
+@needs_bundles
 def test_default_precision_per_provider(bundle_factory):
     from xlmr_serverless.runtime.manifest import read_manifest
     from xlmr_serverless.runtime.precisions import preferred
@@ -78,7 +80,7 @@ def test_default_precision_per_provider(bundle_factory):
     assert preferred(("fp32", "fp16"), "cpu") == "fp32" and preferred(("int8",), "cuda") == "int8"
 
 
-@needs_torch
+@needs_bundles
 def test_cuda_when_available(bundle_factory):
     """On a GPU host: auto picks CUDA and the fp16 file, and answers like the CPU."""
     import onnxruntime as ort
@@ -110,7 +112,7 @@ CASES = {"fill-mask": ("Paris is the <mask> of France. <mask>!", {"top_k": 3}),
                                 {"top_k": 2})}
 
 
-@needs_torch
+@needs_bundles
 @pytest.mark.parametrize("task", sorted(CASES))
 def test_io_binding_gives_the_same_answers(bundle_factory, task):
     """The bound path (onnxruntime's IOBinding on the CPU device here) answers bit for bit as
@@ -168,7 +170,7 @@ class CudaLikeSession:
         self.inner.run_with_iobinding(binding.inner)
 
 
-@needs_torch
+@needs_bundles
 def test_cuda_branch_binds_inputs_and_outputs_on_the_gpu(bundle_factory, monkeypatch):
     import onnxruntime as ort
 

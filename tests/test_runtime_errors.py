@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import needs_torch
+from tests.conftest import needs_bundles
 
-pytestmark = needs_torch
+pytestmark = [needs_bundles, pytest.mark.serving]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, needs_torch
+from tests.conftest import ROOT, needs_bundles
 
 SAM = shutil.which("sam") or str(ROOT / ".venv-sam/bin/sam")
 
@@ -69,7 +69,8 @@ def test_sample_events_are_generated_from_the_route_table():
             assert stored == make(base, method, path, body), f"{kind}-{name}: run make_events.py"
 
 
-@needs_torch
+@pytest.mark.serving
+@needs_bundles
 @pytest.mark.parametrize("kind", ["http", "rest"])
 @pytest.mark.parametrize("name", sorted(EVENTS))
 def test_sample_events_through_xlmr_invoke(bundle_factory, kind, name, capsys):

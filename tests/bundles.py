@@ -1,0 +1,54 @@
+"""The small bundles the serving tests run on, built once per test run by the export side
+(`python -m tests.bundles DIR`) so that the serving tier can run where torch is absent
+(scripts/test.sh points XLMR_TEST_BUNDLES at DIR for every environment)."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("fp32", "int8")
+
+
+def key_name(task: str, arch: str = "xlm-roberta", precisions: tuple[str, ...] = PRECISIONS,
+             **kw: Any) -> str:
+    """The folder name of one bundle_factory key."""
+    extra = "".join(f"-{k}={v}" for k, v in sorted(kw.items()))
+    return f"{task}-{arch}-{'+'.join(precisions)}{extra}"
+
+
+def serving_keys() -> list[tuple[str, str, tuple[str, ...]]]:
+    """What the serving tests ask bundle_factory for: every task, and the CUDA-file case."""
+    from xlmr_serverless.runtime.tasks import names
+
+    return [(t, "xlm-roberta", PRECISIONS) for t in names()] + \
+        [("text-classification", "xlm-roberta", ("fp32", "int8", "fp16"))]
+
+
+def build(out: Path, task: str, arch: str, precisions: tuple[str, ...], model: Path,
+          **kw: Any) -> Path:
+    """Export as the tests do: accuracy gate off (random weights), fusions forced (what the
+    tests count does not depend on a timing)."""
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+
+    build_bundle(model, task, out, ExportOptions(precisions=precisions, min_agreement=0.0,
+                                                 optimize=True),
+                 log=logging.getLogger("test.export").info)
+    return out
+
+
+def main(root: Path) -> None:
+    from tests.factory import make_model
+
+    root.mkdir(parents=True, exist_ok=True)
+    for task, arch, precisions in serving_keys():
+        folder = root / key_name(task, arch, precisions)
+        if not (folder / "manifest.json").is_file():
+            model = make_model(root / ".models" / f"{task}-{arch}", task, arch, initializer_range=0.2)
+            build(folder, task, arch, precisions, model)
+    print(root)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
