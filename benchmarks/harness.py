@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from xlmr_serverless.runtime import precisions as registry
+
 from . import ceiling, report
 from .contenders import file_size
 from .inputs import write_cases
@@ -170,7 +172,10 @@ class Plan:
 
     @property
     def precisions(self) -> tuple[str, ...]:
-        return ("fp32", "int8") + (("fp16",) if "cuda" in self.providers else ())
+        """The registry's benchmarked precisions whose provider this run times."""
+        return tuple(p.name for p in sorted(registry.REGISTRY.values(), key=lambda p: p.cpu_rank,
+                                            reverse=True)
+                     if p.benchmarked and p.provider in self.providers)
 
 
 def export_bundle(plan: Plan, work: Path) -> tuple[Path, list[dict[str, Any]], dict[str, int]]:
@@ -185,7 +190,7 @@ def export_bundle(plan: Plan, work: Path) -> tuple[Path, list[dict[str, Any]], d
         precisions=plan.precisions, min_agreement=plan.min_agreement), log=lambda s: None)
     manifest = read_manifest(bundle)
     tok = TextTokenizer(bundle / "tokenizer.json")
-    specials = special_ids(tok, manifest.special_tokens)
+    specials = special_ids(manifest.special_tokens)
     cases = write_cases(bundle, tok, specials, plan.batch_sizes,
                         [min(s, manifest.max_length) for s in plan.seq_lens], plan.task,
                         work / "cases")
@@ -210,7 +215,7 @@ def contender_specs(plan: Plan, bundle: Path, cases: list[dict[str, Any]],
     else:
         missing["optimum"] = qname
     for p in plan.precisions:
-        provider = "cuda" if p == "fp16" else "cpu"
+        provider = registry.get(p).provider
         if provider in plan.providers:
             specs[f"bundle_{p}"] = {**base, "kind": "bundle", "bundle": str(bundle),
                                     "precision": p, "provider": provider}

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
               .graph.initializer if len(i.dims) == 2}
     hidden = shapes[max(shapes, key=lambda k: shapes[k][0])][1]  # the tied table's width
     tok = TextTokenizer(folder / manifest.tokenizer["file"])
-    sp = special_ids(tok, manifest.special_tokens)
+    sp = special_ids(manifest.special_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         files = {"fp32": fp32, **build_variants(fp32, Path(tmp), hidden, 4 * hidden)}
         sessions = {n: create_session(p, "cpu", None)[0] for n, p in files.items()}

@@ -43,7 +43,7 @@ class ExportOptions:
     # of copying it (xlm-roberta-base int8: load 1.3 -> 0.4 s, peak RSS 520 -> 168 MB)
     external_data: bool = True
     trace_external_data: bool | None = None  # export's own files; None: when over 2 GB
-    keep_fp32: bool = False
+    model_id: str | None = None  # the public name (default: hub id, or the folder's name)
 
 
 class Steps:
@@ -212,7 +212,7 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
              for precision in opts.precisions]
     done = steps("write manifest")
     shutil.rmtree(work)
-    manifest = bundle_manifest(source, out, tuple(files), parity)
+    manifest = bundle_manifest(source, out, tuple(files), parity, opts.model_id)
     write_manifest(manifest, out)
     verify_files(manifest, out)
     done()
@@ -298,11 +298,21 @@ def write_precision(precision: str, fp32: Path, out: Path, ref: Reference, opts:
     return _file_entry(out, name, precision, bool(parity["fused_ops"]), result.recipe)
 
 
+def public_id(model: str | Path, given: str | None) -> str:
+    """The name the bundle answers to: --model-id, a hub id as it is, or a local folder's
+    name (callers never see the export machine's paths)."""
+    if given:
+        return given
+    local = Path(model).expanduser()
+    return local.resolve().name if local.exists() else str(model)
+
+
 def bundle_manifest(source: Source, out: Path, files: tuple[ModelFile, ...],
-                    parity: dict[str, Any]) -> Manifest:
+                    parity: dict[str, Any], model_id: str | None = None) -> Manifest:
     config, spec, tok_path = source.config, source.spec, out / TOKENIZER_NAME
     return Manifest(
         task=spec.name, architecture=config.model_type, source_model=str(source.model_id),
+        model_id=public_id(source.model_id, model_id),
         source_revision=getattr(config, "_commit_hash", None), max_length=source.max_length,
         inputs=INPUT_NAMES, outputs=spec.output_names, files=files,
         special_tokens=source.tokenizer["special_tokens"],

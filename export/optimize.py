@@ -8,9 +8,6 @@ from typing import Any
 
 import onnx
 
-FUSED_OPS = ("Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu",
-             "EmbedLayerNormalization", "LayerNormalization")
-
 
 def count_ops(path: Path) -> Counter[str]:
     """op_type -> count of a saved model (graph structure only, weights not loaded)."""

@@ -17,11 +17,13 @@ from aws_lambda_powertools.event_handler import (
     LambdaFunctionUrlResolver,
     Response,
 )
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .config import Settings, lambda_safe_environment
-from .routes import ROUTES, Route
-from .service import Service, error_body, parse_json
+from .openapi import openapi_document
+from .routes import ROUTES, Route, allowed_methods
+from .service import HttpError, Service, error_body, openai_error, parse_json
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -65,6 +67,15 @@ def load_service(settings: Settings) -> Service:
     return Service(pipe, settings.max_inputs)
 
 
+def decoded_body(event: Any) -> str | None:
+    """The request body as text; a body that is not valid base64 or UTF-8 is a 400."""
+    try:
+        body: str | None = event.decoded_body
+    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
+        raise HttpError(400, "bad_body", f"body cannot be decoded: {exc}") from exc
+    return body
+
+
 def input_count(request: Any) -> int:
     """How many inputs a request carries, whatever the route's field is called."""
     if not isinstance(request, dict):
@@ -85,11 +96,16 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
                 return Response(200 if h["status"] == "ok" else 503, "application/json",
                                 json.dumps(h))
             return health
+        if r.view == "openapi":  # the document needs no model
+            def openapi() -> Response:
+                return Response(200, "application/json", json.dumps(openapi_document()))
+            return openapi
 
         def answer() -> Response:
-            request = parse_json(app.current_event.decoded_body, settings.max_body_bytes)
+            request = parse_json(decoded_body(app.current_event), settings.max_body_bytes) \
+                if r.method == "POST" else None
             t0 = time.perf_counter()
-            result, tokens = service.answer(r.view, r.path, request)
+            result, tokens = service.answer(r, request)
             ms = (time.perf_counter() - t0) * 1000
             metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ms)
             metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
@@ -104,15 +120,37 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
     for r in ROUTES:
         app.route(r.path, method=r.method)(view(r))
 
+    @app.not_found
+    def no_route(exc: NotFoundError) -> Response:
+        """404 for an unknown path; 405 with Allow for a known path and another method (an
+        OPTIONS request gets 204 and Allow: CORS preflights are answered by Powertools)."""
+        method, path = app.current_event.http_method, app.current_event.path
+        allowed = allowed_methods(path)
+        if not allowed:
+            status, payload = 404, {"error": f"no route {path}; routes: "
+                                             f"{', '.join(sorted({r.path for r in ROUTES}))}",
+                                    "type": "not_found"}
+        elif method == "OPTIONS":
+            return Response(204, None, "", headers={"Allow": ", ".join(allowed + ["OPTIONS"])})
+        else:
+            status, payload = 405, {"error": f"{method} is not allowed on {path}; allowed: "
+                                             f"{', '.join(allowed)}", "type": "method_not_allowed"}
+        logger.info("request rejected", extra={"status": status, "type": payload["type"]})
+        return Response(status, "application/json", json.dumps(payload),
+                        headers={"Allow": ", ".join(allowed + ["OPTIONS"])} if allowed else None)
+
     @app.exception_handler(Exception)
     def on_error(exc: Exception) -> Response:
         request_id = getattr(app.lambda_context, "aws_request_id", "local")
         status, payload = error_body(exc, request_id)
         metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
-        if status >= 500:
-            logger.exception("request failed", extra={"status": status})
+        if status >= 500:  # the stack and the request id go to the log, never to the caller
+            logger.exception("request failed", extra={"status": status, "request_id": request_id,
+                                                      "error_class": type(exc).__name__})
         else:
             logger.info("request rejected", extra={"status": status, "type": payload["type"]})
+        if app.current_event.path.startswith("/v1/"):  # OpenAI's clients read its error shape
+            payload = openai_error(payload)
         return Response(status, "application/json", json.dumps(payload))
 
     return app

@@ -64,8 +64,9 @@ def sample_event(bundle: str | Path, text: str | None = None) -> dict[str, Any]:
                       {"Content-Type": "application/json"})
 
 
-def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -> None:
-    """Real HTTP on `host:port` through the same WSGI adapter as the GPU image."""
+def http_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -> Any:
+    """A threading HTTP server answering through the same WSGI adapter as the GPU image (not
+    yet serving: call serve_forever)."""
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -78,7 +79,12 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -> None
         def log_message(self, fmt: str, *args: Any) -> None:
             pass
 
-    server = make_server(host, port, wsgi_app(local_handler(bundle)), Server, Quiet)
+    return make_server(host, port, wsgi_app(local_handler(bundle)), Server, Quiet)
+
+
+def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -> None:
+    """Real HTTP on `host:port`, as `sam local start-api` gives it."""
+    server = http_server(bundle, host, port)
     print(f"serving {bundle} on http://{host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

@@ -12,10 +12,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import precisions as registry
 from .binding import bound_run, use_io_binding
 from .errors import BundleError, InputTooLongError
 from .manifest import Manifest, ModelFile, read_manifest, verify_files
-from .precisions import preferred
 from .session import choose_provider, create_session
 from .tokenization import TextTokenizer, pad_batch, special_ids
 
@@ -126,22 +126,25 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
     verify_files(manifest, folder, full=verify)
     import onnxruntime as ort  # after the cheap checks: a bad folder is reported at once
     want = choose_provider(provider, ort.get_available_providers())
-    precision = precision or preferred(manifest.precisions, want)
+    precision = precision or registry.preferred(manifest.precisions, want)
     model_file = manifest.file_for(precision)
-    if want == "cuda" and precision == "int8":
-        log.warning("int8 runs slowly on the CUDA provider; prefer the bundle's fp16 file")
+    meant_for = registry.get(precision).provider
+    if want == "cuda" and meant_for == "cpu":
+        log.warning("%s is a CPU precision and runs slowly on the CUDA provider; prefer %s",
+                    precision, registry.preferred(manifest.precisions, "cuda"))
     with ThreadPoolExecutor(max_workers=2) as pool:
         tok = pool.submit(TextTokenizer, folder / manifest.tokenizer["file"],
                           manifest.tokenizer.get("clean_up_tokenization_spaces", False))
         sess = pool.submit(create_session, folder / model_file.path, want, threads,
                            provider == "cuda")
         tokenizer, (session, used) = tok.result(), sess.result()
-    if used != want and precision == "fp16":
-        raise BundleError("the fp16 file is for CUDA; on CPU load precision int8 or fp32")
+    if used != want and meant_for == "cuda":
+        raise BundleError(f"the {precision} file is for CUDA; on CPU load precision "
+                          f"{registry.preferred(manifest.precisions, 'cpu')}")
     bind = use_io_binding(io_binding, used)
-    log.info("bundle %s: task %s, provider %s, precision %s, io binding %s", manifest.source_model,
+    log.info("bundle %s: task %s, provider %s, precision %s, io binding %s", manifest.name,
              manifest.task, used, precision, "on" if bind else "off")
     return Bundle(folder=folder, manifest=manifest, tokenizer=tokenizer, session=session,
                   provider=used, model_file=model_file,
-                  specials=special_ids(tokenizer, manifest.special_tokens),
+                  specials=special_ids(manifest.special_tokens),
                   input_names=tuple(i.name for i in session.get_inputs()), io_binding=bind)

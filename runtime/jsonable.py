@@ -2,9 +2,19 @@
 (numpy scalars and arrays included); an HTTP layer needs plain lists and numbers."""
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
+
+
+def vectors_as(vectors: np.ndarray, encoding: str) -> list[Any]:
+    """Embeddings [n, dim] as lists of floats, or ("base64") each row's float32
+    little-endian bytes in base64, as OpenAI's API sends them."""
+    if encoding == "base64":
+        rows = np.ascontiguousarray(vectors, dtype="<f4")
+        return [base64.b64encode(r.tobytes()).decode("ascii") for r in rows]
+    return [[float(x) for x in r] for r in vectors.astype(np.float32)]
 
 
 def to_jsonable(obj: Any) -> Any:

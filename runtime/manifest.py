@@ -48,7 +48,14 @@ class Manifest:
     sentence_embedding: dict[str, Any] | None = None
     parity: dict[str, Any] = dataclasses.field(default_factory=dict)
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    model_id: str | None = None  # the name callers see (never a local path): see `name`
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def name(self) -> str:
+        """The model's public name: `model_id`, else the source's last path part (a hub id's
+        name, or the export folder's name: a local path is never shown to callers)."""
+        return self.model_id or Path(self.source_model.rstrip("/")).name or "model"
 
     def file_for(self, precision: str) -> ModelFile:
         """The model file of one precision, or a BundleError naming the ones held."""

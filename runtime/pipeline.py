@@ -10,6 +10,7 @@ import numpy as np
 
 from .bundle import Bundle, Usage
 from .errors import EmptyInputError, InvalidInputError
+from .jsonable import to_jsonable
 
 if TYPE_CHECKING:
     from .tasks.spec import TaskSpec
@@ -63,6 +64,12 @@ class Pipeline:
         return self.collate([self.postprocess(p, o, options) for p, o in zip(prepared, outputs)],
                             shape, options)
 
+    def serve(self, inputs: Any, **params: Any) -> Any:
+        """The HTTP (Hugging Face Inference API) answer, JSON-ready. The same as the pipeline
+        unless a task's API shape differs from its pipeline's (text-classification nests one
+        list per input; zero-shot answers [{label, score}]): those tasks override this."""
+        return to_jsonable(self(inputs, **params))
+
     # -- the stages a task fills ---------------------------------------------------------
     def sanitize(self, params: dict[str, Any]) -> Options:
         """Checked, defaulted parameters (names were checked against `parameters`)."""
@@ -103,9 +110,17 @@ class Pipeline:
     def describe(self) -> dict[str, Any]:
         """What the bundle serves, for /health and logs."""
         m, f = self.manifest, self.bundle.model_file
-        return {"model": m.source_model, "task": m.task, "architecture": m.architecture,
+        return {"model": m.name, "task": m.task, "architecture": m.architecture,
                 "provider": self.provider, "precision": f.precision, "bundle_sha256": f.sha256,
                 "max_length": m.max_length}
+
+    def tokenize(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict[str, Any]]]:
+        """Each text's tokens as TEI's /tokenize lists them: id, piece, whether special, and
+        the character span (start, stop) in the text."""
+        encs = self.tokenizer.encode(texts, add_special_tokens=add_special_tokens)
+        return [[{"id": int(i), "text": tok, "special": bool(sp), "start": int(a), "stop": int(b)}
+                 for i, tok, sp, (a, b) in zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets)]
+                for e in encs]
 
     def meter(self) -> ContextManager[Usage]:
         """`with pipe.meter() as usage:` counts the tokens this thread runs in the block."""

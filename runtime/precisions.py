@@ -17,15 +17,16 @@ class Precision:
     cpu_rank: int  # lower is preferred when the runtime picks a file for CPU
     cuda_rank: int  # ... and for CUDA
     writer: str  # "module:function" in the export package that writes it
+    benchmarked: bool  # timed by `xlmr bench` where its provider is asked for
     summary: str
 
 
 # int8 kernels are CPU-only in onnxruntime, fp16 is the CUDA file; int4 (MatMulNBits) runs on both
 REGISTRY: dict[str, Precision] = {p.name: p for p in (
-    Precision("int8", "cpu", 0, 3, "writers:write_int8", "dynamic int8 with the accuracy gate"),
-    Precision("fp32", "cpu", 1, 1, "writers:write_fp32", "the exported graph, fused"),
-    Precision("int4", "cpu", 2, 2, "writers:write_int4", "weight-only 4-bit MatMulNBits"),
-    Precision("fp16", "cuda", 3, 0, "writers:write_fp16", "fp16 weights and compute, for CUDA"),
+    Precision("int8", "cpu", 0, 3, "writers:write_int8", True, "dynamic int8, accuracy-gated"),
+    Precision("fp32", "cpu", 1, 1, "writers:write_fp32", True, "the exported graph, fused"),
+    Precision("int4", "cpu", 2, 2, "writers:write_int4", False, "weight-only 4-bit MatMulNBits"),
+    Precision("fp16", "cuda", 3, 0, "writers:write_fp16", True, "fp16 weights and compute (CUDA)"),
 )}
 
 NAMES = tuple(REGISTRY)

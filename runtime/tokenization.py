@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from .errors import InvalidInputError
+
 _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
              (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
@@ -33,16 +35,21 @@ class TextTokenizer:
 
     def encode(self, texts: Sequence[str | tuple[str, str]], truncation: str | None = None,
                max_length: int | None = None, stride: int = 0,
-               add_special_tokens: bool = True) -> list[Encoding]:
+               add_special_tokens: bool = True, direction: str = "right") -> list[Encoding]:
         """Encode single texts or (text, pair) tuples; `truncation` is None (off) or a
-        tokenizers strategy ('longest_first', 'only_first', 'only_second')."""
+        tokenizers strategy ('longest_first', 'only_first', 'only_second'), cutting on the
+        right (the end) or, with `direction="left"`, the start (TEI's truncation_direction)."""
         with self._lock:
             self.backend.no_padding()
             if truncation and max_length:
-                self.backend.enable_truncation(max_length, stride=stride, strategy=truncation)
+                self.backend.enable_truncation(max_length, stride=stride, strategy=truncation,
+                                               direction=direction)
             else:
                 self.backend.no_truncation()
-            return self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+            try:
+                return self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+            except TypeError as exc:  # e.g. a lone surrogate: not text tokenizers can take
+                raise InvalidInputError(f"inputs must be valid Unicode text ({exc})") from exc
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         text = self.backend.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
@@ -74,6 +81,6 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, n
     return ids, mask
 
 
-def special_ids(tokenizer: TextTokenizer, specials: dict[str, Any]) -> dict[str, int]:
+def special_ids(specials: dict[str, Any]) -> dict[str, int]:
     """name -> id of the bundle's special tokens (mask, pad, cls, ...)."""
     return {k: int(v["id"]) for k, v in specials.items() if v.get("id") is not None}

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from xlmr_serverless.runtime.tasks import task_spec
+
 XLMR_VOCAB = 250002
 
 
@@ -57,16 +59,6 @@ def save_bpe_tokenizer(folder: Path) -> int:
     return len(tok)
 
 
-HEADS = {
-    "feature-extraction": "Model",
-    "fill-mask": "ForMaskedLM",
-    "text-classification": "ForSequenceClassification",
-    "zero-shot-classification": "ForSequenceClassification",
-    "token-classification": "ForTokenClassification",
-    "question-answering": "ForQuestionAnswering",
-    "multiple-choice": "ForMultipleChoice",
-    "causal-lm": "ForCausalLM",
-}
 PREFIX = {"xlm-roberta": "XLMRoberta", "roberta": "Roberta", "xlm-roberta-xl": "XLMRobertaXL"}
 LABELS = {
     "text-classification": ["negative", "neutral", "positive"],
@@ -102,6 +94,7 @@ def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0
     kw.update(config_kw)
     cfg_cls = getattr(transformers, f"{PREFIX[arch]}Config")
     torch.manual_seed(seed)
-    model = getattr(transformers, f"{PREFIX[arch]}{HEADS[task]}")(cfg_cls(**kw)).eval()
+    head = task_spec(task).head or "Model"  # the head class the task's spec names
+    model = getattr(transformers, f"{PREFIX[arch]}{head}")(cfg_cls(**kw)).eval()
     model.save_pretrained(str(folder))
     return folder

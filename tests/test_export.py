@@ -12,11 +12,11 @@ import onnx
 import pytest
 
 from tests.conftest import TEXTS, needs_torch
+from xlmr_serverless.runtime.tasks import names
 
 pytestmark = needs_torch
 
-TASKS = ["feature-extraction", "fill-mask", "text-classification", "token-classification",
-         "question-answering", "multiple-choice", "zero-shot-classification", "causal-lm"]
+TASKS = list(names())  # every task the registry serves
 
 
 @pytest.mark.parametrize("arch", ["xlm-roberta", "roberta", "xlm-roberta-xl"])

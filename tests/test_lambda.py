@@ -82,7 +82,9 @@ def test_routes(handlers, make_event):
     assert body["data"][0]["index"] == 0 and len(body["data"][0]["embedding"]) == 32
     status, body, _ = call(tc, make_event("POST", "/predict", json.dumps(
         {"inputs": "Berlin is nice", "parameters": {"top_k": 2}})))
-    assert status == 200 and [set(d) for d in body] == [{"label", "score"}] * 2
+    # the Inference API's shape: one list per input, best first (InferenceClient reads it)
+    assert status == 200 and len(body) == 1 and [set(d) for d in body[0]] == [{"label", "score"}] * 2
+    assert body[0][0]["score"] >= body[0][1]["score"]
     status, body, _ = call(tc, make_event("POST", "/rerank", json.dumps(
         {"query": "capital of France", "texts": ["Paris", "Lyon", "Berlin"], "return_text": True})))
     assert status == 200 and sorted(d["index"] for d in body) == [0, 1, 2]
@@ -128,7 +130,7 @@ def test_errors_become_json_with_status(handlers, monkeypatch):
     for event, status, kind in cases:
         got, body, _ = call(fe, event)
         assert (got, body["type"]) == (status, kind), body
-        assert set(body) == {"error", "type"}
+        assert set(body) == {"error", "type", "error_type"} and body["error_type"] == kind
     _, body, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600]})))
     assert "at most 512 tokens. Given: 602" in body["error"]
     got, out, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600],
@@ -138,7 +140,7 @@ def test_errors_become_json_with_status(handlers, monkeypatch):
     monkeypatch.setattr(fe.service.pipe, "embed", lambda *a, **k: 1 / 0)
     got, body, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": "x"})))
     assert got == 500 and body == {"error": "internal error (request id req-123)",
-                                   "type": "internal_error"}
+                                   "type": "internal_error", "error_type": "internal_error"}
     monkeypatch.undo()
     assert call(fe, http_event("POST", "/embed", json.dumps({"inputs": "x"})))[0] == 200
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, needs_bundles
+from xlmr_serverless.runtime.tasks import names
 
 CALLS = {
     "feature-extraction": ("'héllo wörld'", "pooling='mean', normalize=True"),
@@ -30,10 +31,13 @@ class Block:
 sys.meta_path.insert(0, Block())
 sys.path.insert(0, {root!r})
 from xlmr_serverless.runtime import load
+from xlmr_serverless.runtime.tasks import task_spec
 out = {{}}
 for task, folder, args, kw in {jobs!r}:
     pipe = load(folder)
     out[task] = type(eval('pipe(' + args + (', ' if kw else '') + kw + ')')).__name__
+    sample = task_spec(task).sample  # the spec's own sample request, as /predict sends it
+    assert pipe(sample['inputs'], **sample.get('parameters', {{}}))
 heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')]
 print(json.dumps({{'served': out, 'heavy': heavy}}))
 """
@@ -47,5 +51,5 @@ def test_runtime_serves_every_task_without_torch(bundle_factory):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads(res.stdout.strip().splitlines()[-1])
-    assert sorted(report["served"]) == sorted(CALLS)
+    assert sorted(report["served"]) == sorted(CALLS) == sorted(names())
     assert report["heavy"] == []

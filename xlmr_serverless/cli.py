@@ -47,7 +47,7 @@ def cmd_export(a: argparse.Namespace) -> None:
         optimize=False if a.no_optimize else True if a.force_optimize else "auto",
         min_agreement=a.min_agreement,
         validation_file=Path(a.validation_file) if a.validation_file else None,
-        external_data=not a.inline_weights))
+        external_data=not a.inline_weights, model_id=a.model_id))
 
 
 def cmd_convert(a: argparse.Namespace) -> None:
@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="Hugging Face model -> verified ONNX bundle")
     e.add_argument("--model", required=True, help="hub id or local folder")
     e.add_argument("--task", default="auto")
+    e.add_argument("--model-id", help="the name /health and /v1/embeddings answer with "
+                   "(default: the hub id, or the model folder's name)")
     e.add_argument("--output", required=True)
     e.add_argument("--precision", action="append", default=[],
                    help="int8 (default), fp32, fp16, int4; repeat or comma-separate")

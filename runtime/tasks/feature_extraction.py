@@ -51,7 +51,7 @@ class FeatureExtractionPipeline(Pipeline):
                 "tensors": bool(params.get("return_tensors"))}
 
     def sentence_options(self, pooling: str | None, normalize: bool | None,
-                         truncate: bool) -> Options:
+                         truncate: bool, direction: str = "right") -> Options:
         cfg = self.sentence_config
         positions = self.manifest.max_length
         st_limit = cfg.get("max_seq_length") or positions
@@ -61,13 +61,15 @@ class FeatureExtractionPipeline(Pipeline):
                 "pooling": one_of("pooling", pooling or cfg["pooling"], POOLINGS),
                 "normalize": cfg["normalize"] if normalize is None else bool(normalize),
                 "strategy": "longest_first" if truncate else None,
+                "direction": one_of("truncation_direction", direction, ("right", "left")),
                 "limit": min(cfg.get("max_seq_length") or self.manifest.max_length,
                              self.manifest.max_length)}
 
     def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
         texts = [t.strip() for t in items] if options["sentence"] else items
         encs = self.tokenizer.encode(texts, truncation=options["strategy"],
-                                     max_length=options["limit"])
+                                     max_length=options["limit"],
+                                     direction=options.get("direction", "right"))
         for e in encs:
             if options["sentence"] and len(e.ids) > options["limit"]:
                 raise InputTooLongError(f"inputs must have at most {options['limit']} tokens. "
@@ -87,13 +89,39 @@ class FeatureExtractionPipeline(Pipeline):
         return self.manifest.sentence_embedding or {"pooling": "cls", "normalize": False}
 
     def embed(self, texts: list[str], pooling: str | None = None, normalize: bool | None = None,
-              truncate: bool = False) -> np.ndarray:
+              truncate: bool = False, direction: str = "right") -> np.ndarray:
         """Sentence embeddings [n, dim], float32, in input order. Texts over the limit are an
-        error unless `truncate` (the limit is sentence-transformers' max_seq_length)."""
-        options = {**self.sentence_options(pooling, normalize, truncate), "arrays": True}
+        error unless `truncate` (the limit is sentence-transformers' max_seq_length), which
+        cuts the end of the text (or its start, `direction="left"`)."""
+        options = {**self.sentence_options(pooling, normalize, truncate, direction),
+                   "arrays": True}
         prepared = self.preprocess(texts, options)
         return np.stack([self.postprocess(p, o, options)
                          for p, o in zip(prepared, self.forward(prepared))])
+
+    def serve(self, inputs: Any, **params: Any) -> Any:
+        """As the pipeline; and the Inference API's sentence-similarity on an embedding model:
+        {"source_sentence", "sentences"} -> the cosine of each sentence with the source."""
+        if isinstance(inputs, dict):
+            return self.similarity(inputs, **params)
+        return super().serve(inputs, **params)
+
+    def similarity(self, pair: dict[str, Any], **params: Any) -> list[float]:
+        """Cosine similarity of each of `sentences` with `source_sentence`, on sentence
+        embeddings (the bundle's pooling, then L2 normalised)."""
+        source, sentences = pair.get("source_sentence"), pair.get("sentences")
+        if not isinstance(source, str) or not isinstance(sentences, list) or not sentences \
+                or not all(isinstance(s, str) for s in sentences) or set(pair) - {
+                    "source_sentence", "sentences"}:
+            raise InvalidInputError('sentence similarity takes {"source_sentence": str, '
+                                    '"sentences": [str, ...]}')
+        unknown = set(params) - {"truncation"}
+        if unknown:
+            raise InvalidInputError(f"unknown parameter(s) {', '.join(sorted(unknown))} for "
+                                    "sentence similarity; allowed: truncation")
+        vectors = self.embed([source, *sentences], normalize=True,
+                             truncate=bool(params.get("truncation")))
+        return [float(x) for x in vectors[1:] @ vectors[0]]
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text as `embed` sees them (stripped, specials included)."""

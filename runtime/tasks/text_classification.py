@@ -99,7 +99,8 @@ class TextClassificationPipeline(Pipeline):
 
     def preprocess(self, items: list[Any], options: Options) -> list[Prepared]:
         encs = self.tokenizer.encode(items, truncation=options["strategy"],
-                                     max_length=options["max_length"])
+                                     max_length=options["max_length"],
+                                     direction=options.get("direction", "right"))
         return [Prepared([e.ids]) for e in encs]
 
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
@@ -121,10 +122,20 @@ class TextClassificationPipeline(Pipeline):
             return results
         return [results[0]] if shape == "str" and options["legacy"] else results[0]
 
+    def serve(self, inputs: Any, **params: Any) -> Any:
+        """The Inference API's shape: every label, best first, one list per input (a single
+        text or pair is one input), as huggingface_hub's InferenceClient and TEI expect."""
+        params.setdefault("top_k", None)
+        results = self(inputs, **params)
+        return results if isinstance(inputs, list) else [results]
+
     def rerank(self, query: str, texts: list[str], truncate: bool = False,
-               raw_scores: bool = False, return_text: bool = False) -> list[dict[str, Any]]:
-        """TEI's /rerank on a cross-encoder: (query, text) pairs scored, best first."""
-        options = self.sanitize({"truncation": "only_second" if truncate else None})
+               raw_scores: bool = False, return_text: bool = False,
+               direction: str = "right") -> list[dict[str, Any]]:
+        """TEI's /rerank on a cross-encoder: (query, text) pairs scored, best first; `truncate`
+        cuts the texts (never the query), at their end or (`direction="left"`) their start."""
+        options = {**self.sanitize({"truncation": "only_second" if truncate else None}),
+                   "direction": direction}
         prepared = self.preprocess([(query, t) for t in texts], options)
         scores = np.stack([o[0][0] for o in self.forward(prepared)]).astype(np.float32)
         out = [{"index": i, "score": float(s), **({"text": texts[i]} if return_text else {})}

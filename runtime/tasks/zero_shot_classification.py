@@ -91,6 +91,15 @@ class ZeroShotClassificationPipeline(Pipeline):
         return {"sequence": prepared.context, "labels": [labels[i] for i in top],
                 "scores": scores[top].tolist()}
 
+    def serve(self, inputs: Any, *args: Any, **params: Any) -> Any:
+        """The Inference API's shape: [{label, score}, ...] best first (one list per input
+        when a list is sent), as huggingface_hub's InferenceClient expects."""
+        results = self(inputs, *args, **params)
+        as_pairs = [[{"label": label, "score": score}
+                     for label, score in zip(r["labels"], r["scores"])]
+                    for r in (results if isinstance(results, list) else [results])]
+        return as_pairs if isinstance(results, list) else as_pairs[0]
+
     def encode(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
         """Premise truncated first (only_first); if that cannot fit, no truncation at all, as
         the pipeline retries on tokenizers' 'too short' error."""

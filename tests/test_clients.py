@@ -1,0 +1,238 @@
+"""The endpoint as its clients see it: huggingface_hub's InferenceClient, the OpenAI Python
+client and TEI-style requests, each talking real HTTP to `xlmr serve`'s server on loopback,
+with answers equal to the runtime's; unknown routes and wrong methods answer 404 / 405."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_same, needs_bundles
+
+pytestmark = [needs_bundles, pytest.mark.serving]
+
+
+@pytest.fixture(scope="module")
+def server(bundle_factory):
+    """task -> base URL of a live server for that task's bundle (started once per module)."""
+    from xlmr_serverless.aws_lambda.local import http_server
+
+    live: dict[str, Any] = {}
+
+    def url(task: str) -> str:
+        if task not in live:
+            srv = http_server(bundle_factory(task), "127.0.0.1", 0)
+            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            live[task] = srv
+        return f"http://127.0.0.1:{live[task].server_port}"
+
+    yield url
+    for srv in live.values():
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def pipes(bundle_factory):
+    from xlmr_serverless.runtime import load
+
+    cache: dict[str, Any] = {}
+    return lambda task: cache.setdefault(task, load(bundle_factory(task)))
+
+
+def http(url: str, method: str = "GET", body: Any = None) -> tuple[int, dict[str, str], Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return res.status, dict(res.headers), json.loads(res.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), json.loads(err.read() or b"null")
+
+
+def close(a: Any, b: Any) -> None:
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or \
+        np.allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), atol=1e-6)
+
+
+def test_inference_client_every_task(server, pipes):
+    """Every InferenceClient method for a task we serve, through /predict, answers what the
+    runtime answers (its HTTP shape: `pipe.serve`)."""
+    hub = pytest.importorskip("huggingface_hub")
+
+    def client(task: str) -> Any:
+        return hub.InferenceClient(model=server(task) + "/predict")
+
+    fm = client("fill-mask").fill_mask("Paris is the <mask> of France.", top_k=3)
+    expect = pipes("fill-mask").serve("Paris is the <mask> of France.", top_k=3)
+    assert [(x.token, x.token_str) for x in fm] == [(x["token"], x["token_str"]) for x in expect]
+
+    tc = client("text-classification").text_classification("Berlin is lovely")
+    expect = pipes("text-classification").serve("Berlin is lovely")[0]
+    assert [x.label for x in tc] == [x["label"] for x in expect] and len(tc) == 3
+    assert tc[0].score == pytest.approx(expect[0]["score"])
+    top = client("text-classification").text_classification("Berlin is lovely", top_k=1)
+    assert [x.label for x in top] == [expect[0]["label"]]
+
+    ner = client("token-classification").token_classification(
+        "My name is Wolfgang and I live in Berlin.", aggregation_strategy="simple")
+    expect = pipes("token-classification").serve("My name is Wolfgang and I live in Berlin.",
+                                                 aggregation_strategy="simple", ignore_labels=["O"])
+    assert [(e.word, e.start, e.end) for e in ner] == [(e["word"], e["start"], e["end"])
+                                                       for e in expect]
+
+    qa = client("question-answering").question_answering(
+        question="Where do I live?", context="My name is Wolfgang and I live in Berlin.")
+    expect = pipes("question-answering").serve(
+        {"question": "Where do I live?", "context": "My name is Wolfgang and I live in Berlin."})
+    assert (qa.answer, qa.start, qa.end) == (expect["answer"], expect["start"], expect["end"])
+
+    zs = client("zero-shot-classification").zero_shot_classification(
+        "The new budget was approved by parliament.", ["politics", "sport", "music"])
+    expect = pipes("zero-shot-classification")("The new budget was approved by parliament.",
+                                               candidate_labels=["politics", "sport", "music"])
+    assert [x.label for x in zs] == expect["labels"]
+    assert [x.score for x in zs] == pytest.approx(expect["scores"])
+
+    fe = client("feature-extraction")
+    vec = fe.feature_extraction("héllo wörld")
+    assert np.allclose(vec, pipes("feature-extraction")("héllo wörld"), atol=1e-6)
+    sims = fe.sentence_similarity("Machine learning is easy.",
+                                  ["Deep learning is simple.", "I like trains."])
+    emb = pipes("feature-extraction").embed(["Machine learning is easy.",
+                                             "Deep learning is simple.", "I like trains."],
+                                            normalize=True)
+    assert sims == pytest.approx([float(emb[1] @ emb[0]), float(emb[2] @ emb[0])], abs=1e-5)
+
+
+def test_openai_client_embeddings(server, pipes):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server("feature-extraction") + "/v1", api_key="unused",
+                           max_retries=0)
+    pipe = pipes("feature-extraction")
+    texts = ["hello world", "bonjour le monde", "東京"]
+    expect = pipe.embed(texts)
+    for fmt in ("float", "base64"):
+        res = client.embeddings.create(model="anything", input=texts, encoding_format=fmt)
+        got = [d.embedding for d in res.data]
+        if fmt == "base64":  # the client hands base64 back as it came
+            got = [np.frombuffer(base64.b64decode(g), dtype="<f4") for g in got]
+        assert np.allclose(np.asarray(got, dtype=np.float32), expect, atol=1e-6)
+        assert [d.index for d in res.data] == [0, 1, 2]
+    default = client.embeddings.create(model="x", input="hello world")  # base64 under the hood
+    # (alone, not batched: int8 activations are quantized per batch)
+    assert np.allclose(default.data[0].embedding, pipe.embed(["hello world"])[0], atol=1e-6)
+    assert res.model == pipe.manifest.name and "/" not in res.model
+    tokens = sum(pipe.count_tokens(texts))
+    assert res.usage.prompt_tokens == res.usage.total_tokens == tokens
+    dim = expect.shape[1]
+    assert len(client.embeddings.create(model="x", input="a", dimensions=dim).data[0].embedding) \
+        == dim
+    with pytest.raises(openai.UnprocessableEntityError, match=f"have {dim} dimensions"):
+        client.embeddings.create(model="x", input="a", dimensions=dim // 2)
+
+
+def test_tei_routes(server, pipes):
+    fe, tc = server("feature-extraction"), server("text-classification")
+    pipe = pipes("feature-extraction")
+    status, _, body = http(fe + "/embed", "POST", {"inputs": ["a b c", "d"], "normalize": False})
+    assert status == 200 and np.allclose(body, pipe.embed(["a b c", "d"], normalize=False),
+                                         atol=1e-6)
+    long = "word " * 600
+    status, _, body = http(fe + "/embed", "POST", {"inputs": long})
+    assert status == 422 and "max_seq_length" in body["error"] or "positions" in body["error"]
+    assert body["error_type"] == body["type"] == "input_too_long"
+    varied = " ".join(f"Paris{i} Berlin{i * 7}" for i in range(200))  # its start != its end
+    for truncate in ({"truncate": True}, {"truncation": True}):
+        status, _, right = http(fe + "/embed", "POST", {"inputs": varied, **truncate})
+        assert status == 200
+    status, _, left = http(fe + "/embed", "POST", {"inputs": varied, "truncate": True,
+                                                   "truncation_direction": "Left"})
+    assert status == 200 and not np.allclose(left, right)
+    assert np.allclose(left, pipe.embed([varied], normalize=True, truncate=True, direction="left"),
+                       atol=1e-6)
+    assert np.allclose(right, pipe.embed([varied], normalize=True, truncate=True), atol=1e-6)
+    status, _, toks = http(fe + "/tokenize", "POST", {"inputs": "Paris est belle"})
+    enc = pipe.tokenizer.encode(["Paris est belle"])[0]
+    assert status == 200 and [t["id"] for t in toks[0]] == enc.ids
+    assert toks[0][0]["special"] and not toks[0][1]["special"]
+    assert "Paris est belle"[toks[0][1]["start"]:toks[0][1]["stop"]].strip() == "Paris"
+    status, _, info = http(fe + "/info")
+    assert status == 200 and info["model_type"]["embedding"]["pooling"]
+    assert info["max_input_length"] == pipe.manifest.max_length and "/" not in info["model_id"]
+    status, _, ranked = http(tc + "/rerank", "POST", {"query": "capital of France",
+                                                      "texts": ["Paris", "Berlin", "Rome"],
+                                                      "raw_scores": True, "return_text": True})
+    expect = pipes("text-classification").rerank("capital of France", ["Paris", "Berlin", "Rome"],
+                                                 raw_scores=True, return_text=True)
+    assert status == 200
+    assert_same(ranked, expect, 1e-6)
+    status, _, body = http(tc + "/predict", "POST", {"inputs": "I like it", "raw_scores": True})
+    raw = pipes("text-classification").serve("I like it", function_to_apply="none")
+    assert status == 200
+    assert_same(body, raw, 1e-6)
+    status, _, info = http(tc + "/info")
+    assert set(info["model_type"]["classifier"]["id2label"].values()) == \
+        {"negative", "neutral", "positive"}
+
+
+def test_one_truncation_vocabulary(server):
+    """TEI's `truncate` and HF's `parameters.truncation` ask the same of every task that can
+    truncate; the error names the limit and where it comes from."""
+    fm = server("fill-mask")
+    long = "word " * 600 + "<mask>"
+    status, _, body = http(fm + "/predict", "POST", {"inputs": long})
+    assert status == 422 and "the model's 512 positions" in body["error"]
+    for ask in ({"truncate": True}, {"parameters": {"truncation": True}},
+                {"parameters": {"truncate": True}}):
+        status, _, body = http(fm + "/predict", "POST", {"inputs": "a <mask> " * 400, **ask})
+        assert status == 200, (ask, body)
+    status, _, body = http(server("token-classification") + "/predict", "POST",
+                           {"inputs": "x", "truncate": True})
+    assert status == 422 and "stride" in body["error"]
+
+
+def test_unknown_routes_and_methods(server):
+    url = server("feature-extraction")
+    for method, path in (("GET", "/nope"), ("GET", "/"), ("POST", "/v2/anything")):
+        status, _, body = http(url + path, method, {} if method == "POST" else None)
+        assert status == 404 and body["type"] == "not_found", (method, path, body)
+    status, headers, body = http(url + "/predict")
+    assert status == 405 and body["type"] == "method_not_allowed"
+    assert "POST" in headers["Allow"]
+    status, headers, _ = http(url + "/health", "POST", {})
+    assert status == 405 and headers["Allow"].startswith("GET")
+    status, headers, _ = http(url + "/embed", "OPTIONS")
+    assert status == 204 and "POST" in headers["Allow"]
+
+
+def test_no_local_paths_in_responses(server, bundle_factory):
+    """/health, /info and /v1/embeddings name the model, never the export machine's folders."""
+    url = server("feature-extraction")
+    folder = str(bundle_factory("feature-extraction"))
+    for path, method, body in (("/health", "GET", None), ("/info", "GET", None),
+                               ("/v1/embeddings", "POST", {"input": "x"})):
+        status, _, answer = http(url + path, method, body)
+        text = json.dumps(answer)
+        assert status == 200 and folder not in text and "/tmp" not in text, (path, answer)
+
+
+def test_openapi_document_is_served_and_committed(server):
+    from tests.conftest import ROOT
+    from xlmr_serverless.aws_lambda.openapi import openapi_document
+    from xlmr_serverless.aws_lambda.routes import ROUTES
+
+    status, _, doc = http(server("feature-extraction") + "/openapi.json")
+    assert status == 200 and doc == openapi_document()
+    assert doc["openapi"].startswith("3.1")
+    assert {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops} == \
+        {(r.method, r.path) for r in ROUTES}
+    committed = json.loads((ROOT / "openapi.json").read_text())
+    assert committed == doc, "regenerate: python -m xlmr_serverless.aws_lambda.openapi > openapi.json"
