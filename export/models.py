@@ -81,7 +81,7 @@ def load_model(model: str | Path, task: str) -> torch.nn.Module:
     import transformers
 
     cls = getattr(transformers, spec(task).auto_class)
-    m = cls.from_pretrained(str(model), attn_implementation="eager", torch_dtype=torch.float32)
+    m = cls.from_pretrained(str(model), attn_implementation="eager", dtype=torch.float32)
     return m.eval()
 
 

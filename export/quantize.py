@@ -2,8 +2,11 @@
 recipes for the accuracy gate), fp16 for CUDA, weight-only int4 (MatMulNBits)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -49,6 +52,36 @@ def _fresh(dst: Path) -> Path:
     return dst
 
 
+# What quantize_dynamic logs on every call for graphs like ours, and why it is noise here:
+# pre-processing (symbolic shape inference + optimisation) is what our fusions already did,
+# and the fused com.microsoft ops' types come from DefaultTensorType.
+QUANTIZER_NOISE = ("Please consider to run pre-processing before quantization",
+                   "Failed to infer data type of tensor")
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(QUANTIZER_NOISE)
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """onnxruntime's quantizer logs through the root logger: drop its known noise, once per
+    recipe otherwise, while it runs (anything else still gets through)."""
+    noise = _DropNoise()
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    root.addFilter(noise)
+    for h in handlers:
+        h.addFilter(noise)
+    try:
+        yield
+    finally:
+        root.removeFilter(noise)
+        for h in handlers:
+            h.removeFilter(noise)
+
+
 def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
                   hidden: int, intermediate: int) -> tuple[list[str], bool]:
     """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included); returns
@@ -57,14 +90,16 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
 
     exclude = ffn_matmuls(onnx.load(str(src), load_external_data=False), hidden, intermediate,
                           recipe.fp32_ffn) if recipe.fp32_ffn else []
-    quantize_dynamic(
-        str(src), str(_fresh(dst)), weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
-        reduce_range=recipe.reduce_range, nodes_to_exclude=exclude,
-        op_types_to_quantize=["MatMul", "Attention", "Gather", "EmbedLayerNormalization"],
-        use_external_data_format=external_data,
-        # the fused com.microsoft ops have no type inference: without this the quantizer fails
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with quiet_quantizer():
+        quantize_dynamic(
+            str(src), str(_fresh(dst)), weight_type=QuantType.QInt8,
+            per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+            nodes_to_exclude=exclude,
+            op_types_to_quantize=["MatMul", "Attention", "Gather", "EmbedLayerNormalization"],
+            use_external_data_format=external_data,
+            # the fused com.microsoft ops have no type inference: without this it fails
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     proto = onnx.load(str(dst))
     head = recipe.int8_head and int8_tied_head(proto)
     if head:

@@ -78,12 +78,44 @@ def cmd_demo(a: argparse.Namespace) -> None:
         task = task or "feature-extraction"
         print(f"converted the shipped all-MiniLM-L6-v2 (BERT) to RoBERTa: {model}", file=sys.stderr)
     bundle = out / "bundle"
-    build_bundle(model, task or "auto", bundle, ExportOptions(precisions=("int8",)))
+    manifest = build_bundle(model, task or "auto", bundle, ExportOptions(precisions=("int8",)))
     from .aws_lambda.local import invoke_event, sample_event
+    from .aws_lambda.wsgi import http_event
 
+    if manifest.task == "feature-extraction":  # something a person can read: similarities
+        body = json.dumps({"inputs": list(DEMO_SENTENCES), "normalize": True}, ensure_ascii=False)
+        event = http_event("POST", "/embed", body, {"Content-Type": "application/json"})
+        response = invoke_event(bundle, event)
+        vectors = json.loads(response["body"])
+        print(f"\nPOST /embed through the Lambda handler -> {response['statusCode']}: "
+              f"{len(vectors)} vectors of {len(vectors[0])} numbers; cosine similarity:\n")
+        print(similarity_table(list(DEMO_SENTENCES), vectors))
+        print("(paraphrases score high, unrelated sentences near 0; all-MiniLM-L6-v2 was trained "
+              "on English, a multilingual XLM-R embedding model also pairs 1 and 5)")
+        print(f"\nraw response (first numbers): [[{', '.join(f'{x:.4f}' for x in vectors[0][:6])}, "
+              "...], ...]")
+        return
     event = sample_event(bundle, a.text)
     print(f"\nPOST {event['rawPath']} {event['body']}", file=sys.stderr)
     print(json.dumps(invoke_event(bundle, event), indent=2, ensure_ascii=False))
+
+
+DEMO_SENTENCES = (  # two pairs of paraphrases, and one translation
+    "The cat sleeps on the sofa.",
+    "A cat is napping on the couch.",
+    "The stock market fell sharply today.",
+    "Share prices dropped steeply this morning.",
+    "Le chat dort sur le canapé.",
+)
+
+
+def similarity_table(texts: list[str], vectors: list[list[float]]) -> str:
+    """Cosine similarity of unit vectors as a small text table (rows and columns numbered)."""
+    rows = [f"{'':>4}" + "".join(f"{j + 1:>7}" for j in range(len(texts)))]
+    for i, (text, a) in enumerate(zip(texts, vectors)):
+        sims = [sum(x * y for x, y in zip(a, b)) for b in vectors]
+        rows.append(f"{i + 1:>4}" + "".join(f"{s:>7.2f}" for s in sims) + f"   {text}")
+    return "\n".join(rows)
 
 
 def cmd_invoke(a: argparse.Namespace) -> None:
