@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -22,8 +23,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from .config import Settings, lambda_safe_environment
 from .openapi import openapi_document
-from .routes import ROUTES, Route, allowed_methods
-from .service import HttpError, Service, error_body, openai_error, parse_json
+from .routes import ROUTES, Route, allowed_methods, route
+from .service import HttpError, Service, convention, error_body, parse_json
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -149,31 +150,69 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
                                                       "error_class": type(exc).__name__})
         else:
             logger.info("request rejected", extra={"status": status, "type": payload["type"]})
-        if app.current_event.path.startswith("/v1/"):  # OpenAI's clients read its error shape
-            payload = openai_error(payload)
+        r = route(app.current_event.http_method, app.current_event.path)
+        status, payload = convention(r.errors if r else "hf", status, payload)
         return Response(status, "application/json", json.dumps(payload))
 
     return app
 
 
+def event_kind(event: dict[str, Any]) -> str:
+    """'rest', 'http', 'url' or 'direct' for a well-formed event; an HttpError (400) for an
+    API Gateway event whose parts are missing or of the wrong type (Powertools would raise)."""
+    if "httpMethod" in event:
+        ok = isinstance(event.get("httpMethod"), str) and isinstance(event.get("path"), str) \
+            and isinstance(event.get("requestContext"), dict)
+        if not ok:
+            raise HttpError(400, "bad_event", "REST event needs httpMethod, path and "
+                                              "requestContext")
+        return "rest"
+    if event.get("version") == "2.0" and "requestContext" in event:
+        ctx = event.get("requestContext")
+        http = ctx.get("http") if isinstance(ctx, dict) else None
+        if not isinstance(http, dict) or not isinstance(http.get("method"), str) \
+                or not isinstance(event.get("rawPath", http.get("path")), str):
+            raise HttpError(400, "bad_event", "HTTP API event needs requestContext.http.method "
+                                              "and rawPath")
+        domain = ctx.get("domainName") if isinstance(ctx, dict) else ""
+        return "url" if ".lambda-url." in str(domain or "") else "http"
+    return "direct"
+
+
+def error_response(status: int, payload: dict[str, Any]) -> dict[str, Any]:
+    """An API Gateway proxy response carrying an error body."""
+    return {"statusCode": status, "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(payload), "isBase64Encoded": False}
+
+
 class Handler:
-    """Picks the resolver for the event's shape; direct invocations call /predict's logic."""
+    """Picks the resolver for the event's shape; direct invocations call /predict's logic.
+    Every event gets a response with a statusCode, and one request at a time: Powertools
+    keeps the current event on the resolver, so threaded hosts (`xlmr serve`, waitress)
+    must not interleave requests (Lambda itself sends one at a time)."""
 
     def __init__(self, service: Service, settings: Settings) -> None:
         self.service, self.settings = service, settings
-        self.rest = build_app(service, settings, APIGatewayRestResolver)
-        self.http = build_app(service, settings, APIGatewayHttpResolver)
-        self.url = build_app(service, settings, LambdaFunctionUrlResolver)
+        self.apps = {"rest": build_app(service, settings, APIGatewayRestResolver),
+                     "http": build_app(service, settings, APIGatewayHttpResolver),
+                     "url": build_app(service, settings, LambdaFunctionUrlResolver)}
+        self._lock = threading.Lock()
 
-    def __call__(self, event: dict[str, Any], context: Any) -> Any:
-        if not isinstance(event, dict):
-            return {"error": "event must be a JSON object", "type": "validation"}
-        if "httpMethod" in event:
-            return self.rest.resolve(event, context)
-        if event.get("version") == "2.0" and "requestContext" in event:
-            domain = event["requestContext"].get("domainName", "")
-            return (self.url if ".lambda-url." in domain else self.http).resolve(event, context)
-        return self.direct(event, context)
+    def __call__(self, event: Any, context: Any) -> Any:
+        request_id = getattr(context, "aws_request_id", "local")
+        with self._lock:
+            try:
+                if not isinstance(event, dict):
+                    raise HttpError(400, "bad_event", "event must be a JSON object")
+                kind = event_kind(event)
+                if kind == "direct":
+                    return self.direct(event, context)
+                return self.apps[kind].resolve(event, context)
+            except Exception as exc:  # a malformed event, or a failure outside the routes
+                status, payload = error_body(exc, request_id)
+                if status >= 500:
+                    logger.exception("event failed", extra={"request_id": request_id})
+                return error_response(status, payload)
 
     def direct(self, event: dict[str, Any], context: Any) -> Any:
         try:

@@ -74,6 +74,7 @@ def http_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -
 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
+        request_queue_size = 128  # listen backlog: bursts of clients queue, never reset
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, fmt: str, *args: Any) -> None:

@@ -81,7 +81,8 @@ OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error":
     "properties": {"message": {"type": "string"}, "type": {"type": "string"}}}}}
 ERRORS = {"400": "bad JSON, an empty body or an empty input",
           "413": "a body over MAX_BODY_BYTES", "422": "a body the route cannot serve",
-          "500": "the model failed to load, or an internal error (with the request id)"}
+          "500": "an internal error (the request id is in the message and the log)",
+          "503": "the model is unavailable (it failed to load: the log says why)"}
 
 
 def json_content(schema: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +99,7 @@ def operation(r: Route) -> dict[str, Any]:
         error = "OpenAIError" if r.path.startswith("/v1/") else "Error"
         op["responses"].update({code: {"description": why, "content": json_content(
             {"$ref": f"#/components/schemas/{error}"})} for code, why in ERRORS.items()
-            if r.method == "POST" or code == "500"})
+            if r.method == "POST" or code in ("500", "503")})
     if r.schema:
         op["requestBody"] = {"required": True, "content": json_content(REQUESTS[r.schema])}
     return op

@@ -17,28 +17,31 @@ class Route:
     sample: Mapping[str, Any] | None = None  # a body; None: the task spec's sample (or no body)
     any_task: bool = False  # served whatever the bundle's task (else: the specs' `routes`)
     schema: str = ""  # its request body's schema in lambda/openapi.py ("": no body)
+    errors: str = "hf"  # whose error conventions: "hf", "tei" (TEI's statuses), "openai"
 
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", "health", "health", "Model, task, provider and precision",
           any_task=True),
-    Route("GET", "/info", "info", "info", "Text Embeddings Inference's /info", any_task=True),
+    Route("GET", "/info", "info", "info", "Text Embeddings Inference's /info", any_task=True,
+          errors="tei"),
     Route("GET", "/openapi.json", "openapi", "openapi", "This API as an OpenAPI 3.1 document",
           any_task=True),
     Route("POST", "/predict", "predict", "predict",
           'Hugging Face inference schema: {"inputs": ..., "parameters": {...}}', schema="predict"),
     Route("POST", "/embed", "embed", "embed", "Text Embeddings Inference's /embed",
           {"inputs": ["What is XLM-R?", "Qu'est-ce que XLM-R ?"], "normalize": True},
-          schema="embed"),
+          schema="embed", errors="tei"),
     Route("POST", "/v1/embeddings", "openai_embeddings", "openai-embeddings",
           "OpenAI's embeddings API", {"input": ["hello", "bonjour"], "model": "xlmr"},
-          schema="openai_embeddings"),
+          schema="openai_embeddings", errors="openai"),
     Route("POST", "/rerank", "rerank", "rerank", "Text Embeddings Inference's /rerank",
           {"query": "capital of France",
-           "texts": ["Paris is the capital.", "Berlin is in Germany."]}, schema="rerank"),
+           "texts": ["Paris is the capital.", "Berlin is in Germany."]}, schema="rerank",
+          errors="tei"),
     Route("POST", "/tokenize", "tokenize", "tokenize", "Text Embeddings Inference's /tokenize",
           {"inputs": "XLM-R runs on AWS Lambda.", "add_special_tokens": True}, any_task=True,
-          schema="tokenize"),
+          schema="tokenize", errors="tei"),
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.errors import BundleError
-from ..runtime.manifest import MANIFEST_NAME, read_manifest, verify_files
+from ..runtime.manifest import MANIFEST_NAME, file_names, read_manifest, verify_files
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -18,6 +18,15 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
         raise BundleError(f"MODEL_S3_URI must look like s3://bucket/prefix/, got {uri!r}")
     bucket, _, prefix = uri[5:].partition("/")
     return bucket, prefix.rstrip("/")
+
+
+def remove_stale_downloads(root: Path) -> list[Path]:
+    """Half-downloaded folders a killed init left in /tmp: they would fill it for the life of
+    the sandbox. One init runs at a time in a sandbox, so none is in use."""
+    stale = [p for p in root.glob(".bundle-*") if p.is_dir()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def fetch_bundle(uri: str, root: Path = Path("/tmp"), client: Any = None) -> Path:
@@ -34,13 +43,12 @@ def fetch_bundle(uri: str, root: Path = Path("/tmp"), client: Any = None) -> Pat
     final = root / f"bundle-{hashlib.sha256(raw).hexdigest()[:16]}"
     if (final / MANIFEST_NAME).is_file():
         return final  # same sandbox, same bundle: reuse
+    remove_stale_downloads(root)
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=root))
     try:
         (tmp / MANIFEST_NAME).write_bytes(raw)
-        manifest = read_manifest(tmp)
-        names = [manifest.tokenizer["file"]] + [f.path for f in manifest.files] + \
-            [e["path"] for f in manifest.files for e in f.external_data]
-        for name in names:
+        manifest = read_manifest(tmp)  # refuses any name that would leave the folder
+        for name in file_names(manifest):
             s3.download_file(bucket, f"{prefix}/{name}" if prefix else name, str(tmp / name))
         verify_files(manifest, tmp, full=True)
         tmp.rename(final)

@@ -23,14 +23,46 @@ class HttpError(Exception):
         self.status, self.error_type = status, error_type
 
 
+class ModelUnavailable(XlmrError):
+    """The bundle failed to load: the log has why, the caller gets only this (503)."""
+
+    status = 503
+    error_type = "model_unavailable"
+
+
 def error_body(exc: BaseException, request_id: str) -> tuple[int, dict[str, Any]]:
     """(status, body) for any exception; internals never reach the caller. The body carries
     `type` and TEI's `error_type` (the same value), so TEI clients read it too."""
-    if isinstance(exc, (XlmrError, HttpError)):
+    if isinstance(exc, ModelUnavailable):
+        status, message, kind = 503, f"model unavailable (request id {request_id})", \
+            exc.error_type
+    elif isinstance(exc, (XlmrError, HttpError)):
         status, message, kind = exc.status, str(exc), exc.error_type
     else:
         status, message, kind = 500, f"internal error (request id {request_id})", "internal_error"
     return status, {"error": message, "type": kind, "error_type": kind}
+
+
+# TEI's error classes (its `error_type`), from our finer `type`s; on TEI's routes a request
+# over a size limit is its 413 (TEI's "validation" status), as TEI answers
+TEI_ERROR_TYPES = {"input_too_long": "validation", "too_many_inputs": "validation",
+                   "payload_too_large": "validation", "empty_input": "empty",
+                   "empty_body": "empty", "model_unavailable": "unhealthy",
+                   "internal_error": "backend"}
+TEI_OVER_LIMIT = ("input_too_long", "too_many_inputs", "payload_too_large")
+
+
+def convention(errors: str, status: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """An error as the route's clients expect it: TEI's status and error class, OpenAI's
+    body, or ours as it is (`type` and `error_type` the same)."""
+    if errors == "tei":
+        kind = payload["type"]
+        status = 413 if kind in TEI_OVER_LIMIT else status
+        return status, {**payload, "error_type": TEI_ERROR_TYPES.get(kind, "validation")
+                        if status < 500 or kind in TEI_ERROR_TYPES else "backend"}
+    if errors == "openai":
+        return status, openai_error(payload)
+    return status, payload
 
 
 def openai_error(payload: dict[str, Any]) -> dict[str, Any]:
@@ -92,13 +124,13 @@ class Service:
         return result, usage.tokens
 
     def ready(self) -> Pipeline:
-        if self.pipe is None:
-            raise XlmrError(f"model failed to load: {self.load_error}")
+        if self.pipe is None:  # why is in the log (load_service), never in a response
+            raise ModelUnavailable("model unavailable")
         return self.pipe
 
     def health(self, body: Any = None) -> dict[str, Any]:
         if self.pipe is None:
-            return {"status": "error", "error": f"model failed to load: {self.load_error}"}
+            return {"status": "error", "error": "model unavailable"}
         return {"status": "ok", **self.pipe.describe()}
 
     def info(self, body: Any = None) -> dict[str, Any]:
@@ -123,7 +155,7 @@ class Service:
     def check_count(self, inputs: Any) -> int:
         n = len(inputs) if isinstance(inputs, list) else 1
         if n > self.max_inputs:
-            raise HttpError(422, "validation",
+            raise HttpError(422, "too_many_inputs",
                             f"batch size must be at most {self.max_inputs} (MAX_INPUTS). "
                             f"Given: {n}")
         return n

@@ -5,6 +5,7 @@ runs it under the standard library's server; the GPU image under waitress
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
@@ -28,8 +29,11 @@ def http_event(method: str, path: str, body: str | None, headers: dict[str, str]
 
 
 def request_event(environ: dict[str, Any]) -> dict[str, Any]:
-    """The WSGI request as an HTTP API event."""
+    """The WSGI request as an HTTP API event; a Content-Length that is not a non-negative
+    number is a ValueError (the app answers 400)."""
     size = int(environ.get("CONTENT_LENGTH") or 0)
+    if size < 0:
+        raise ValueError(f"Content-Length {size}")
     raw = environ["wsgi.input"].read(size) if size else b""
     headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
                if k.startswith("HTTP_")}
@@ -45,7 +49,15 @@ def wsgi_app(handler: Callable[[dict[str, Any], Any], Any]) -> WsgiApp:
     from .local import LocalContext
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        res = handler(request_event(environ), LocalContext())
+        try:
+            event = request_event(environ)
+        except ValueError:
+            data = json.dumps({"error": "Content-Length must be a non-negative number",
+                               "type": "bad_request", "error_type": "bad_request"}).encode()
+            start_response("400 Bad Request", [("Content-Type", "application/json"),
+                                               ("Content-Length", str(len(data)))])
+            return [data]
+        res = handler(event, LocalContext())
         body = res.get("body") or ""
         data = base64.b64decode(body) if res.get("isBase64Encoded") else body.encode()
         status = int(res.get("statusCode", 200))

@@ -117,9 +117,26 @@ def read_manifest(folder: Path) -> Manifest:
             id2label = {int(k): v for k, v in id2label.items()}
         data["inputs"] = tuple(data["inputs"])
         data["outputs"] = tuple(data["outputs"])
-        return Manifest(files=files, id2label=id2label, **data)
+        manifest = Manifest(files=files, id2label=id2label, **data)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{path}: malformed manifest ({exc})") from exc
+    for name in file_names(manifest):
+        if not confined(name):
+            raise BundleError(f"{path}: file name {name!r} is not a plain name inside the "
+                              "bundle folder")
+    return manifest
+
+
+def confined(name: Any) -> bool:
+    """A manifest may only name plain files inside its own folder: no folders, no '..'."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
+        and "\\" not in name and Path(name).name == name
+
+
+def file_names(manifest: Manifest) -> list[Any]:
+    """Every file a manifest names: the tokenizer, each model file and its weights."""
+    return [manifest.tokenizer.get("file")] + [f.path for f in manifest.files] + \
+        [e.get("path") for f in manifest.files for e in f.external_data]
 
 
 def verify_files(manifest: Manifest, folder: Path, full: bool = True) -> None:

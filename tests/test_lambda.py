@@ -120,8 +120,11 @@ def test_errors_become_json_with_status(handlers, monkeypatch):
          422, "invalid_input"),
         (http_event("POST", "/predict", json.dumps({"inputs": "x" * 6000})), 413,
          "payload_too_large"),
-        (http_event("POST", "/embed", json.dumps({"inputs": ["a"] * 4})), 422, "validation"),
-        (http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600]})), 422,
+        (http_event("POST", "/predict", json.dumps({"inputs": ["a"] * 4})), 422,
+         "too_many_inputs"),
+        # TEI's routes answer as TEI does: a request over a size limit is a 413
+        (http_event("POST", "/embed", json.dumps({"inputs": ["a"] * 4})), 413, "too_many_inputs"),
+        (http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600]})), 413,
          "input_too_long"),
         (http_event("POST", "/rerank", json.dumps({"query": "a", "texts": ["b"]})), 400,
          "unsupported_task"),
@@ -130,7 +133,10 @@ def test_errors_become_json_with_status(handlers, monkeypatch):
     for event, status, kind in cases:
         got, body, _ = call(fe, event)
         assert (got, body["type"]) == (status, kind), body
-        assert set(body) == {"error", "type", "error_type"} and body["error_type"] == kind
+        tei = event["rawPath"] in ("/embed", "/rerank")
+        assert set(body) == {"error", "type", "error_type"}
+        assert body["error_type"] == ({"too_many_inputs": "validation", "input_too_long":
+                                       "validation"}.get(kind, "validation") if tei else kind)
     _, body, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600]})))
     assert "at most 512 tokens. Given: 602" in body["error"]
     got, out, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600],
@@ -140,7 +146,7 @@ def test_errors_become_json_with_status(handlers, monkeypatch):
     monkeypatch.setattr(fe.service.pipe, "embed", lambda *a, **k: 1 / 0)
     got, body, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": "x"})))
     assert got == 500 and body == {"error": "internal error (request id req-123)",
-                                   "type": "internal_error", "error_type": "internal_error"}
+                                   "type": "internal_error", "error_type": "backend"}  # TEI's
     monkeypatch.undo()
     assert call(fe, http_event("POST", "/embed", json.dumps({"inputs": "x"})))[0] == 200
 
@@ -171,15 +177,90 @@ def test_io_binding_setting():
         Settings.from_env({"XLMR_IO_BINDING": "yes please"})
 
 
-def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path):
+def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path, capfd):
+    """The log says why; the caller gets "model unavailable" and the request id, no path."""
     from xlmr_serverless.aws_lambda.app import make_handler
     from xlmr_serverless.aws_lambda.config import Settings
 
     h = make_handler(dataclasses.replace(Settings.from_env({}), bundle_dir=tmp_path / "none"))
+    assert "bundle folder not found" in capfd.readouterr().out
     status, body, _ = call(h, http_event("GET", "/health", None))
-    assert status == 503 and "bundle folder not found" in body["error"]
+    assert status == 503 and body == {"status": "error", "error": "model unavailable"}
     status, body, _ = call(h, http_event("POST", "/predict", json.dumps({"inputs": "x"})))
-    assert status == 500 and "model failed to load" in body["error"]
+    assert status == 503 and body["error"] == "model unavailable (request id req-123)"
+    assert str(tmp_path) not in json.dumps(body)
+
+
+@pytest.mark.parametrize("event", [
+    {"version": "2.0", "requestContext": None, "rawPath": "/health"},
+    {"version": "2.0", "requestContext": {"domainName": "x"}, "rawPath": "/health"},
+    {"httpMethod": "GET", "requestContext": {}},  # REST without a path
+    {"httpMethod": 5, "path": "/health", "requestContext": {}},
+])
+def test_malformed_events_get_a_400(handlers, event):
+    status, body, _ = call(handlers("feature-extraction"), event)
+    assert status == 400 and body["type"] == "bad_event"
+
+
+@pytest.mark.parametrize("event", [[1, 2], "text", 7, None])
+def test_non_object_events_get_a_status(handlers, event):
+    from xlmr_serverless.aws_lambda.local import LocalContext
+
+    res = handlers("feature-extraction")(event, LocalContext())
+    assert res["statusCode"] == 400 and json.loads(res["body"])["type"] == "bad_event"
+
+
+def test_undecodable_bodies_are_400s(handlers):
+    fe = handlers("feature-extraction")
+    bad_b64 = http_event("POST", "/embed", "%%%not base64", b64=True)
+    bad_utf8 = http_event("POST", "/embed", base64.b64encode(b"\xff\xfe{").decode(), b64=True)
+    deep = http_event("POST", "/predict", "[" * 100_000 + "]" * 100_000)
+    for event in (bad_b64, bad_utf8, deep):
+        status, body, _ = call(fe, event)
+        assert status == 400 and body["type"] in ("bad_body", "bad_json"), body
+    status, body, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": "a\ud800b"})))
+    assert status == 422 and "Unicode" in body["error"]
+
+
+@pytest.mark.parametrize("template", ["{1}", "{x}", "{", "}", "{:>200000000}", "{}{}", "no field",
+                                      "{0}", "{!r}", 5])
+def test_zero_shot_templates_are_checked_before_any_work(handlers, template):
+    """One plain {} and nothing else: a 98-byte template once asked for 9 GB."""
+    status, body, _ = call(handlers("zero-shot-classification"), http_event("POST", "/predict",
+        json.dumps({"inputs": "x", "parameters": {"candidate_labels": ["a"],
+                                                  "hypothesis_template": template}})))
+    assert status == 422 and "hypothesis_template" in body["error"]
+
+
+def test_a_manifest_cannot_name_files_outside_its_folder(embed_bundle, tmp_path):
+    import shutil
+
+    from xlmr_serverless.runtime import BundleError, load
+
+    for bad in ("../escaped-tokenizer.json", "/etc/passwd", "sub/tokenizer.json", ".."):
+        copy = tmp_path / f"b{abs(hash(bad))}"
+        shutil.copytree(embed_bundle, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["tokenizer"]["file"] = bad
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match="not a plain name inside the bundle"):
+            load(copy)
+
+
+def test_a_manifest_cannot_lie_about_its_task(bundle_factory, tmp_path):
+    """A text-classification graph relabelled fill-mask (or feature-extraction) is refused."""
+    import shutil
+
+    from xlmr_serverless.runtime import BundleError, load
+
+    copy = tmp_path / "relabelled"
+    shutil.copytree(bundle_factory("text-classification"), copy)
+    for task in ("fill-mask", "feature-extraction", "token-classification"):
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["task"] = task
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match=f"the manifest says {task}, but the graph"):
+            load(copy)
 
 
 def test_logs_are_structured_and_hold_no_input_text(handlers, capfd):
@@ -207,8 +288,10 @@ def test_bundle_from_s3(embed_bundle, tmp_path):
         for f in embed_bundle.iterdir():
             s3.upload_file(str(f), "models", f"xlmr/v1/{f.name}")
         root = tmp_path / "tmp"
-        root.mkdir()
+        (root / ".bundle-killed").mkdir(parents=True)  # a download killed mid-way
+        (root / ".bundle-killed" / "model.int8.onnx.data").write_bytes(b"x" * 1000)
         local = fetch_bundle("s3://models/xlmr/v1/", root, s3)
+        assert not (root / ".bundle-killed").exists()
         assert local.parent == root and load(local)("hello")
         mtime = (local / "tokenizer.json").stat().st_mtime_ns
         assert fetch_bundle("s3://models/xlmr/v1", root, s3) == local  # reused, not re-fetched
@@ -367,3 +450,55 @@ def test_gpu_image_wsgi_app_serves_the_same_routes(embed_bundle, monkeypatch):
     out = b"".join(wsgi({"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "QUERY_STRING": "",
                              "CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"{x}")}, start_response))
     assert seen["status"].startswith("400") and json.loads(out)["type"] == "bad_json"
+
+
+def test_concurrent_clients_never_mix_answers(embed_bundle):
+    """64 clients at once, 2,048 requests over HTTP on loopback: every answer is its own
+    request's, and no connection is reset (the listen backlog holds the burst)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xlmr_serverless.aws_lambda.local import http_server
+
+    srv = http_server(embed_bundle, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_port}/embed"
+    texts = [f"sentence number {i} about {w}" for i, w in enumerate(
+        ["Berlin", "Paris", "Tokyo", "Cairo", "Lima", "Oslo", "Rome", "Quito"] * 2)]
+
+    def ask(text: str) -> list[float]:
+        req = urllib.request.Request(url, data=json.dumps({"inputs": text}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as res:
+            return json.loads(res.read())[0]
+
+    try:
+        expect = {t: ask(t) for t in texts}  # one at a time first
+        jobs = [texts[(i * 7) % len(texts)] for i in range(2048)]
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            results = list(pool.map(lambda t: (t, ask(t)), jobs))  # a reset would raise here
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    wrong = [t for t, got in results if got != expect[t]]
+    assert len(results) == 2048 and wrong == []
+
+
+@pytest.mark.parametrize("length", ["abc", "-5"])
+def test_a_bad_content_length_is_a_400(embed_bundle, length):
+    """Over a raw socket: the server answers (never closes the connection without one)."""
+    from xlmr_serverless.aws_lambda.local import http_server
+
+    srv = http_server(embed_bundle, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.server_port), timeout=30) as s:
+            s.sendall(f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {length}\r\nConnection: close\r\n\r\n".encode())
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"400" and json.loads(body)["type"] == "bad_request"

@@ -3,6 +3,7 @@
 found from label2id, no max-subtraction and reversed ties, exactly as there."""
 from __future__ import annotations
 
+import string
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,19 @@ def parse_labels(labels: Any) -> list[str]:
     return labels
 
 
+def valid_template(template: Any) -> bool:
+    """Exactly one plain `{}` and no other replacement field: `{1}`, `{x}`, `{:>200000000}`
+    (a 98-byte request asking for gigabytes) or a lone `{` are refused before any work."""
+    if not isinstance(template, str):
+        return False
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:  # unbalanced braces
+        return False
+    return fields == [("", "", None)]
+
+
 def scores_for(logits: np.ndarray, multi_label: bool, entail: int) -> np.ndarray:
     """logits [labels, classes] -> one score per label."""
     if multi_label or logits.shape[0] == 1:
@@ -63,7 +77,7 @@ class ZeroShotClassificationPipeline(Pipeline):
         template = params.get("hypothesis_template", DEFAULT_TEMPLATE)
         if not labels:
             raise EmptyInputError("You must include at least one label and at least one sequence.")
-        if not isinstance(template, str) or template.format(labels[0]) == template:
+        if not valid_template(template):
             raise InvalidInputError(f'The provided hypothesis_template "{template}" was not able to '
                                     "be formatted with the target labels. Make sure the passed "
                                     "template includes formatting syntax such as {} where the "
