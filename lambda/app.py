@@ -59,7 +59,7 @@ def load_service(settings: Settings) -> Service:
             folder = fetch_bundle(settings.model_s3_uri)
         pipe = load(folder, provider=settings.provider, precision=settings.precision,
                     verify=settings.verify, batch_size=settings.batch_size,
-                    io_binding=settings.io_binding)
+                    io_binding=settings.io_binding, budget=settings.budget)
     except Exception as exc:  # logged with its cause; requests then get a clear 500
         logger.exception("bundle failed to load", extra={"error": str(exc)})
         return Service(None, settings.max_inputs, load_error=exc)

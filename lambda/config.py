@@ -5,6 +5,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from ..runtime.budget import Budget
+
 DEFAULT_BUNDLE_DIR = "/opt/bundle"  # where lambda/Dockerfile copies the bundle
 
 
@@ -21,6 +23,18 @@ class Settings:
     verify: bool
     batch_size: int
     io_binding: bool | None = None  # None: on for CUDA, off on CPU
+    # what one request may cost (runtime/budget.py): the defaults keep a request on an
+    # xlm-roberta-base int8 bundle near 2 s on 2 vCPUs (~1,000 tokens/s at b8/s512, recorded)
+    max_tokens: int = 2048
+    max_top_k: int = 100
+    max_template_chars: int = 500
+    max_response_bytes: int = 6_000_000  # Lambda's synchronous response limit is 6 MB
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(max_tokens=self.max_tokens, max_top_k=self.max_top_k,
+                      max_template_chars=self.max_template_chars,
+                      max_response_bytes=self.max_response_bytes)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -38,6 +52,10 @@ class Settings:
             verify=e.get("VERIFY_BUNDLE", "false").lower() == "true",
             batch_size=int(e.get("BATCH_SIZE", 16)),
             io_binding=auto_flag("XLMR_IO_BINDING", e.get("XLMR_IO_BINDING", "auto")),
+            max_tokens=int(e.get("MAX_TOKENS", 2048)),
+            max_top_k=int(e.get("MAX_TOP_K", 100)),
+            max_template_chars=int(e.get("MAX_TEMPLATE_CHARS", 500)),
+            max_response_bytes=int(e.get("MAX_RESPONSE_BYTES", 6_000_000)),
         )
 
 

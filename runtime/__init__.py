@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .budget import Budget, OverBudgetError
 from .errors import (
     BundleError,
     EmptyInputError,
@@ -25,22 +26,24 @@ if TYPE_CHECKING:
     from .bundle import Bundle
     from .pipeline import Pipeline
 
-__all__ = ["load", "Pipeline", "Bundle", "XlmrError", "BundleError", "InvalidInputError",
-           "EmptyInputError", "InputTooLongError", "UnsupportedTaskError", "ProviderError"]
+__all__ = ["load", "Pipeline", "Bundle", "Budget", "OverBudgetError", "XlmrError", "BundleError",
+           "InvalidInputError", "EmptyInputError", "InputTooLongError", "UnsupportedTaskError",
+           "ProviderError"]
 
 
 def load(bundle_dir: str | Path, provider: str = "auto", precision: str | None = None,
          threads: int | None = None, batch_size: int = 16, verify: bool = True,
-         io_binding: bool | None = None) -> Pipeline:
+         io_binding: bool | None = None, budget: Budget | None = None) -> Pipeline:
     """Load a bundle and return the pipeline of its task. `batch_size` is how many rows one
     forward pass takes; `io_binding` None: on for CUDA (inputs and outputs bound on the GPU),
-    off on CPU where it only adds bookkeeping."""
+    off on CPU where it only adds bookkeeping; `budget` limits what one call may cost (none
+    by default: the Lambda adapter sets it from its environment)."""
     from .bundle import open_bundle
     from .tasks import pipeline_class
 
     bundle = open_bundle(bundle_dir, provider=provider, precision=precision, threads=threads,
                          verify=verify, io_binding=io_binding)
-    return pipeline_class(bundle.manifest.task)(bundle, batch_size=batch_size)
+    return pipeline_class(bundle.manifest.task)(bundle, batch_size=batch_size, budget=budget)
 
 
 def __getattr__(name: str) -> Any:

@@ -47,6 +47,12 @@ class Bundle:
         return self.model_file.precision
 
     @property
+    def output_width(self) -> int:
+        """The last dimension of the graph's first output (hidden size, labels, vocabulary)."""
+        width = self.session.get_outputs()[0].shape[-1]
+        return width if isinstance(width, int) else 1024
+
+    @property
     def pad_id(self) -> int:
         return self.specials.get("pad", 1)
 

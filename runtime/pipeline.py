@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, ContextManager, Iterable
 
 import numpy as np
 
+from .budget import UNLIMITED, Budget
 from .bundle import Bundle, Usage
 from .errors import EmptyInputError, InvalidInputError
 from .jsonable import to_jsonable
@@ -33,11 +34,12 @@ class Pipeline:
     spec: ClassVar[TaskSpec]
     parameters: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, bundle: Bundle, batch_size: int = 16) -> None:
+    def __init__(self, bundle: Bundle, batch_size: int = 16, budget: Budget | None = None) -> None:
         self.bundle = bundle
         self.tokenizer = bundle.tokenizer
         self.manifest = bundle.manifest
         self.batch_size = batch_size  # rows per forward pass (not inputs per request)
+        self.budget = budget or UNLIMITED  # what one call may cost (budget.py)
 
     @property
     def task(self) -> str:
@@ -60,6 +62,8 @@ class Pipeline:
         options = self.sanitize(params)
         items, shape = self.split_inputs(inputs, options)
         prepared = self.preprocess(items, options)
+        self.budget.check_response(sum(self.answer_bytes(p, options) for p in prepared),
+                                   f"{len(prepared)} input(s) of {self.task}")
         outputs = self.forward(prepared)
         return self.collate([self.postprocess(p, o, options) for p, o in zip(prepared, outputs)],
                             shape, options)
@@ -83,8 +87,11 @@ class Pipeline:
         raise NotImplementedError
 
     def forward(self, prepared: list[Prepared]) -> list[list[RowOutputs]]:
-        """Every input's rows in one length-sorted, batched run; outputs regrouped per input."""
+        """Every input's rows in one length-sorted, batched run; outputs regrouped per input
+        (after the token budget: every row of the call counts)."""
         flat = [row for p in prepared for row in p.rows]
+        self.budget.check_tokens(sum(len(r) for r in flat),
+                                 f"{len(flat)} row(s) for {len(prepared)} input(s)")
         outs = self.bundle.run_rows(flat, self.batch_size, self.spec.layout)
         grouped, start = [], 0
         for p in prepared:
@@ -94,6 +101,11 @@ class Pipeline:
 
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
         raise NotImplementedError
+
+    def answer_bytes(self, prepared: Prepared, options: Options) -> int:
+        """About how large this input's answer is as JSON (a task with large answers says
+        more precisely): checked against the budget before the model runs."""
+        return 200 + sum(len(r) for r in prepared.rows) * 8
 
     def collate(self, results: list[Any], shape: Any, options: Options) -> Any:
         """One answer for a single input, a list for a list (`shape` from split_inputs)."""

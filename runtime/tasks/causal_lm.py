@@ -21,7 +21,9 @@ class CausalLMPipeline(Pipeline):
     parameters = frozenset({"top_k"})
 
     def sanitize(self, params: dict[str, Any]) -> Options:
-        return {"top_k": positive_int("top_k", params.get("top_k", 5))}
+        top_k = positive_int("top_k", params.get("top_k", 5))
+        self.budget.check_top_k(top_k)
+        return {"top_k": top_k}
 
     def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
         return [Prepared([self.prompt_ids(e.ids)]) for e in self.tokenizer.encode(items)]

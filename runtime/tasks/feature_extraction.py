@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import FLOAT_JSON_BYTES
 from ..errors import InputTooLongError, InvalidInputError
 from ..ops import l2_normalize, pool
 from ..pipeline import Options, Pipeline, Prepared, RowOutputs, one_of
@@ -84,6 +85,11 @@ class FeatureExtractionPipeline(Pipeline):
             return vector.astype(np.float32) if options.get("arrays") else vector.tolist()
         return hidden[None] if options["tensors"] else [hidden.tolist()]
 
+    def answer_bytes(self, prepared: Prepared, options: Options) -> int:
+        """Token embeddings are tokens x hidden floats; a sentence embedding hidden floats."""
+        tokens = 1 if options["sentence"] else sum(len(r) for r in prepared.rows)
+        return tokens * self.bundle.output_width * FLOAT_JSON_BYTES
+
     @property
     def sentence_config(self) -> dict[str, Any]:
         return self.manifest.sentence_embedding or {"pooling": "cls", "normalize": False}
@@ -96,6 +102,8 @@ class FeatureExtractionPipeline(Pipeline):
         options = {**self.sentence_options(pooling, normalize, truncate, direction),
                    "arrays": True}
         prepared = self.preprocess(texts, options)
+        self.budget.check_response(len(texts) * self.bundle.output_width * FLOAT_JSON_BYTES,
+                                   f"{len(texts)} embeddings")
         return np.stack([self.postprocess(p, o, options)
                          for p, o in zip(prepared, self.forward(prepared))])
 

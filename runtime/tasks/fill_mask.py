@@ -27,7 +27,9 @@ class FillMaskPipeline(Pipeline):
         kwargs = params.get("tokenizer_kwargs") or {}
         if not isinstance(kwargs, dict):
             raise InvalidInputError("tokenizer_kwargs must be an object")
-        return {"top_k": positive_int("top_k", params.get("top_k", 5)),
+        top_k = positive_int("top_k", params.get("top_k", 5))
+        self.budget.check_top_k(top_k)
+        return {"top_k": min(top_k, self.bundle.output_width),  # never more than the vocabulary
                 "target_ids": self.target_ids(params["targets"])
                 if params.get("targets") is not None else None,
                 "truncate": bool(kwargs.get("truncation"))}
@@ -41,6 +43,11 @@ class FillMaskPipeline(Pipeline):
                 token = self.manifest.special_tokens["mask"]["token"]
                 raise InvalidInputError(f"No mask_token ({token}) found on the input: {text[:80]!r}")
         return [Prepared([e.ids], np.array(e.ids)) for e in encs]
+
+    def answer_bytes(self, prepared: Prepared, options: Options) -> int:
+        """Every candidate carries the whole sequence back: masks x top_k x the text."""
+        masks = int((prepared.context == self.bundle.specials["mask"]).sum())
+        return masks * options["top_k"] * (100 + 6 * len(prepared.context))
 
     def collate(self, results: list[Any], shape: Any, options: Options) -> Any:
         """As the pipeline: a one-item list answers like a single input."""

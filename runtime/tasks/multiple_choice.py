@@ -56,6 +56,8 @@ class MultipleChoicePipeline(Pipeline):
 
     def forward(self, prepared: list[Prepared]) -> list[list[RowOutputs]]:
         """An item's choices go through together, as one [1, choices, seq] example."""
+        self.budget.check_tokens(sum(len(r) for p in prepared for r in p.rows),
+                                 f"{len(prepared)} prompt(s) with their choices")
         grouped = []
         for p in prepared:
             for row in p.rows:

@@ -115,6 +115,7 @@ class QuestionAnsweringPipeline(Pipeline):
 
     def sanitize(self, params: dict[str, Any]) -> Options:
         top_k = positive_int("top_k", params.get("top_k", 1))
+        self.budget.check_top_k(top_k)
         max_answer_len = positive_int("max_answer_len", params.get("max_answer_len", 15))
         max_seq_len = positive_int("max_seq_len", params.get("max_seq_len") or
                                    min(self.manifest.max_length, 384))
@@ -138,10 +139,25 @@ class QuestionAnsweringPipeline(Pipeline):
         """Question-first windows over each context, `doc_stride` tokens of overlap."""
         prepared = []
         for x in items:
+            self.check_windows(x["question"], x["context"], options)
             windows = self.windows(x["question"], x["context"], options["max_seq_len"],
                                    options["doc_stride"])
             prepared.append(Prepared([w.ids for w in windows], (windows, x["context"])))
         return prepared
+
+    def check_windows(self, question: str, context: str, options: Options) -> None:
+        """How many windows the context will need, counted before they are built: a long
+        context with a doc_stride close to max_seq_len makes thousands of them."""
+        if self.budget.max_tokens is None:
+            return
+        q, c = (len(e.ids) for e in self.tokenizer.encode([question, context],
+                                                           add_special_tokens=False))
+        room = options["max_seq_len"] - q - 4  # <s> q </s></s> context </s>
+        step = max(room - options["doc_stride"], 1)
+        windows = 1 + max(0, -(-(c - room) // step))
+        self.budget.check_tokens(windows * min(options["max_seq_len"], q + c + 4),
+                                 f"{windows} window(s) of up to {options['max_seq_len']} tokens "
+                                 f"over a {c}-token context, doc_stride {options['doc_stride']}")
 
     def windows(self, question: str, context: str, max_seq_len: int, doc_stride: int) -> list[Any]:
         try:

@@ -90,6 +90,9 @@ class TokenClassificationPipeline(Pipeline):
             prepared.append(Prepared([w.ids for w in windows], (sentence, windows)))
         return prepared
 
+    def answer_bytes(self, prepared: Prepared, options: Options) -> int:
+        return 150 * sum(len(r) for r in prepared.rows)  # at most an entity per token
+
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs],
                     options: Options) -> list[Any]:
         sentence, windows = prepared.context

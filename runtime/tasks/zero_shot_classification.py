@@ -82,6 +82,7 @@ class ZeroShotClassificationPipeline(Pipeline):
                                     "be formatted with the target labels. Make sure the passed "
                                     "template includes formatting syntax such as {} where the "
                                     "label should go.")
+        self.budget.check_template(template)
         return {"labels": labels, "template": template,
                 "multi_label": bool(params.get("multi_label", False))}
 
@@ -91,6 +92,10 @@ class ZeroShotClassificationPipeline(Pipeline):
     def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
         """One (premise, hypothesis) row per candidate label."""
         labels = options["labels"]
+        # before tokenizing anything: every pair is at least its 4 special tokens
+        self.budget.check_tokens(4 * len(items) * len(labels),
+                                 f"at least 4 a pair, {len(items)} input(s) x {len(labels)} "
+                                 "candidate labels")
         pairs = [(s, options["template"].format(label)) for s in items for label in labels]
         rows = self.encode(pairs)
         n = len(labels)
@@ -113,6 +118,9 @@ class ZeroShotClassificationPipeline(Pipeline):
                      for label, score in zip(r["labels"], r["scores"])]
                     for r in (results if isinstance(results, list) else [results])]
         return as_pairs if isinstance(results, list) else as_pairs[0]
+
+    def answer_bytes(self, prepared: Prepared, options: Options) -> int:
+        return len(prepared.context) + sum(len(label) + 40 for label in options["labels"])
 
     def encode(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
         """Premise truncated first (only_first); if that cannot fit, no truncation at all, as
