@@ -157,9 +157,33 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
     return app
 
 
+# the parts of an API Gateway event Powertools reads, and the types they must have
+EVENT_FIELDS: dict[str, tuple[type, ...]] = {
+    "headers": (dict, type(None)), "multiValueHeaders": (dict, type(None)),
+    "queryStringParameters": (dict, type(None)), "multiValueQueryStringParameters":
+    (dict, type(None)), "pathParameters": (dict, type(None)), "body": (str, type(None)),
+    "isBase64Encoded": (bool, type(None)), "cookies": (list, type(None)),
+    "rawQueryString": (str, type(None))}
+
+
 def event_kind(event: dict[str, Any]) -> str:
     """'rest', 'http', 'url' or 'direct' for a well-formed event; an HttpError (400) for an
     API Gateway event whose parts are missing or of the wrong type (Powertools would raise)."""
+    if "httpMethod" in event or "requestContext" in event:
+        wrong = [k for k, types in EVENT_FIELDS.items()
+                 if k in event and not isinstance(event[k], types)]
+        for k in ("headers", "queryStringParameters", "pathParameters"):
+            if isinstance(event.get(k), dict) and not all(
+                    isinstance(n, str) and isinstance(v, str) for n, v in event[k].items()):
+                wrong.append(f"{k} (names and values must be strings)")
+        for k in ("multiValueHeaders", "multiValueQueryStringParameters"):
+            if isinstance(event.get(k), dict) and not all(
+                    isinstance(n, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+                    for n, v in event[k].items()):
+                wrong.append(f"{k} (lists of strings)")
+        if wrong:
+            raise HttpError(400, "bad_event", f"event field(s) of the wrong type: "
+                                              f"{', '.join(wrong)}")
     if "httpMethod" in event:
         ok = isinstance(event.get("httpMethod"), str) and isinstance(event.get("path"), str) \
             and isinstance(event.get("requestContext"), dict)
@@ -170,10 +194,12 @@ def event_kind(event: dict[str, Any]) -> str:
     if event.get("version") == "2.0" and "requestContext" in event:
         ctx = event.get("requestContext")
         http = ctx.get("http") if isinstance(ctx, dict) else None
-        if not isinstance(http, dict) or not isinstance(http.get("method"), str) \
-                or not isinstance(event.get("rawPath", http.get("path")), str):
-            raise HttpError(400, "bad_event", "HTTP API event needs requestContext.http.method "
-                                              "and rawPath")
+        if not isinstance(ctx, dict) or not isinstance(http, dict) \
+                or not isinstance(http.get("method"), str) \
+                or not isinstance(event.get("rawPath", http.get("path")), str) \
+                or not isinstance(ctx.get("stage"), str):
+            raise HttpError(400, "bad_event", "HTTP API event needs requestContext.http.method, "
+                                              "requestContext.stage and rawPath")
         domain = ctx.get("domainName") if isinstance(ctx, dict) else ""
         return "url" if ".lambda-url." in str(domain or "") else "http"
     return "direct"

@@ -44,7 +44,8 @@ class FeatureExtractionPipeline(Pipeline):
         if max_length is not None and (isinstance(max_length, bool)
                                        or not isinstance(max_length, int) or max_length < 1):
             raise InvalidInputError(f"max_length must be a positive integer, got {max_length!r}")
-        if truncation not in (None, True, False, "longest_first", "do_not_truncate"):
+        if not (truncation is None or isinstance(truncation, bool)
+                or truncation in ("longest_first", "do_not_truncate")):
             raise InvalidInputError(f"truncation must be true or false, got {truncation!r}")
         truncate = truncation in (True, "longest_first") or (max_length and truncation is None)
         return {"sentence": False, "strategy": "longest_first" if truncate else None,

@@ -62,8 +62,8 @@ class TextClassificationPipeline(Pipeline):
             if params.get("function_to_apply") is not None else \
             default_function(self.manifest.problem_type, len(self.manifest.id2label or {}))
         truncation = params.get("truncation")
-        if truncation not in (None, True, False, "longest_first", "only_first", "only_second",
-                              "do_not_truncate"):
+        if not (truncation is None or isinstance(truncation, bool) or truncation in (
+                "longest_first", "only_first", "only_second", "do_not_truncate")):
             raise InvalidInputError("truncation must be true, false, longest_first, only_first "
                                     f"or only_second, got {truncation!r}")
         strategy = "longest_first" if truncation is True else None \
