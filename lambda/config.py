@@ -48,8 +48,8 @@ class Settings:
             max_inputs=int(e.get("MAX_INPUTS", 64)),
             cors_origin=e.get("CORS_ALLOW_ORIGIN") or None,
             log_inputs=e.get("LOG_INPUTS", "false").lower() == "true",
-            # an image's bundle is immutable: check sizes at start, full sha256 on S3 download
-            verify=e.get("VERIFY_BUNDLE", "false").lower() == "true",
+            # every file's sha256, hashed beside the loads (runtime/bundle.py:verify_once)
+            verify=e.get("VERIFY_BUNDLE", "true").lower() == "true",
             batch_size=int(e.get("BATCH_SIZE", 16)),
             io_binding=auto_flag("XLMR_IO_BINDING", e.get("XLMR_IO_BINDING", "auto")),
             max_tokens=int(e.get("MAX_TOKENS", 2048)),

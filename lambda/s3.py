@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime.errors import BundleError
-from ..runtime.manifest import MANIFEST_NAME, file_names, read_manifest, verify_files
+from ..runtime.manifest import (
+    DIGEST_NAME,
+    MANIFEST_NAME,
+    check_digest,
+    file_names,
+    read_manifest,
+    verify_files,
+)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -35,11 +42,16 @@ def fetch_bundle(uri: str, root: Path = Path("/tmp"), client: Any = None) -> Pat
 
     s3 = client or boto3.client("s3")
     bucket, prefix = parse_s3_uri(uri)
-    key = f"{prefix}/{MANIFEST_NAME}" if prefix else MANIFEST_NAME
-    try:
-        raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception as exc:  # botocore raises many client errors
-        raise BundleError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
+    def read(name: str) -> bytes:
+        key = f"{prefix}/{name}" if prefix else name
+        try:
+            body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:  # botocore raises many client errors
+            raise BundleError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
+        return body
+
+    raw = read(MANIFEST_NAME)
+    check_digest(raw, read(DIGEST_NAME).decode("ascii", "replace"), uri)
     final = root / f"bundle-{hashlib.sha256(raw).hexdigest()[:16]}"
     if (final / MANIFEST_NAME).is_file():
         return final  # same sandbox, same bundle: reuse
@@ -47,6 +59,7 @@ def fetch_bundle(uri: str, root: Path = Path("/tmp"), client: Any = None) -> Pat
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=root))
     try:
         (tmp / MANIFEST_NAME).write_bytes(raw)
+        (tmp / DIGEST_NAME).write_text(hashlib.sha256(raw).hexdigest() + "\n")
         manifest = read_manifest(tmp)  # refuses any name that would leave the folder
         for name in file_names(manifest):
             s3.download_file(bucket, f"{prefix}/{name}" if prefix else name, str(tmp / name))

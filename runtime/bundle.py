@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +18,7 @@ import numpy as np
 from . import precisions as registry
 from .binding import bound_run, use_io_binding
 from .errors import BundleError, InputTooLongError
-from .manifest import Manifest, ModelFile, read_manifest, verify_files
+from .manifest import MANIFEST_NAME, Manifest, ModelFile, read_manifest, verify_files
 from .session import choose_provider, create_session
 from .tokenization import TextTokenizer, pad_batch, special_ids
 
@@ -122,6 +125,30 @@ def np_rows(input_ids: np.ndarray) -> int:
     return int(np.prod(input_ids.shape[:-1]))
 
 
+def verify_once(manifest: Manifest, folder: Path,
+                marks: Path = Path(tempfile.gettempdir()) / "xlmr-verified") -> bool:
+    """Every file's sha256 against the manifest, unless this machine already verified these
+    very files (a marker keyed by the manifest's digest, holding each file's size and
+    modification time): a restarted process in the same sandbox does not hash again.
+    Returns whether it hashed."""
+    digest = hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
+    stamp = json.dumps([str(folder.resolve())] + sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+    mark = marks / digest
+    try:
+        if mark.read_text() == stamp:
+            return False
+    except OSError:
+        pass
+    verify_files(manifest, folder, full=True)
+    try:
+        marks.mkdir(parents=True, exist_ok=True)
+        mark.write_text(stamp)
+    except OSError:  # a read-only /tmp costs a re-hash next time, nothing else
+        pass
+    return True
+
+
 def check_graph(manifest: Manifest, session: Any) -> None:
     """The manifest's task must be what the graph computes: its outputs' names, ranks and
     named axes as the task spec has them (a text-classification graph cannot serve fill-mask:
@@ -145,8 +172,8 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
     """Load a bundle folder. `verify` checks sha256 of every file (sizes are always checked);
     `io_binding` None binds inputs and outputs on the device where that pays (CUDA)."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
-    verify_files(manifest, folder, full=verify)
+    manifest = read_manifest(folder)  # checked against its digest
+    verify_files(manifest, folder, full=False)  # every file there, at its size
     import onnxruntime as ort  # after the cheap checks: a bad folder is reported at once
     want = choose_provider(provider, ort.get_available_providers())
     precision = precision or registry.preferred(manifest.precisions, want)
@@ -155,12 +182,17 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
     if want == "cuda" and meant_for == "cpu":
         log.warning("%s is a CPU precision and runs slowly on the CUDA provider; prefer %s",
                     precision, registry.preferred(manifest.precisions, "cuda"))
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # the sha256 of every file runs beside the two slow loads (hashlib lets go of the GIL),
+    # and nothing is served unless it passed
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        hashed = pool.submit(verify_once, manifest, folder) if verify else None
         tok = pool.submit(TextTokenizer, folder / manifest.tokenizer["file"],
                           manifest.tokenizer.get("clean_up_tokenization_spaces", False))
         sess = pool.submit(create_session, folder / model_file.path, want, threads,
                            provider == "cuda")
         tokenizer, (session, used) = tok.result(), sess.result()
+        if hashed is not None:
+            hashed.result()
     if used != want and meant_for == "cuda":
         raise BundleError(f"the {precision} file is for CUDA; on CPU load precision "
                           f"{registry.preferred(manifest.precisions, 'cpu')}")

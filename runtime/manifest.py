@@ -12,6 +12,7 @@ from .errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+DIGEST_NAME = "manifest.json.sha256"  # the manifest's own sha256, written beside it
 TOKENIZER_NAME = "tokenizer.json"
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +87,25 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def write_manifest(manifest: Manifest, folder: Path) -> Path:
+    """manifest.json, and its sha256 beside it: the manifest holds every other file's hash,
+    so the digest covers the whole bundle."""
     path = Path(folder) / MANIFEST_NAME
-    path.write_text(manifest.to_json(), encoding="utf-8")
+    raw = manifest.to_json().encode("utf-8")
+    path.write_bytes(raw)
+    (Path(folder) / DIGEST_NAME).write_text(hashlib.sha256(raw).hexdigest() + "\n")
     return path
+
+
+def check_digest(raw: bytes, digest_text: str | None, where: str) -> str:
+    """The manifest's sha256, if it matches the digest recorded beside it; else BundleError."""
+    actual = hashlib.sha256(raw).hexdigest()
+    if digest_text is None:
+        raise BundleError(f"{where}: {DIGEST_NAME} is missing, so nothing vouches for the "
+                          "manifest (re-export the bundle)")
+    if digest_text.strip() != actual:
+        raise BundleError(f"{where}: manifest.json does not match {DIGEST_NAME} (changed "
+                          "after export?)")
+    return actual
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -98,10 +115,15 @@ def read_manifest(folder: Path) -> Manifest:
         raise BundleError(f"bundle folder not found: {folder}")
     if not path.is_file():
         raise BundleError(f"not a bundle: {path} is missing")
+    raw = path.read_bytes()
+    digest = Path(folder) / DIGEST_NAME
+    check_digest(raw, digest.read_text() if digest.is_file() else None, str(folder))
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError) as exc:  # JSON and UTF-8 errors are ValueErrors
         raise BundleError(f"unreadable {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: malformed manifest (not an object)")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise BundleError(

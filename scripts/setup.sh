@@ -22,7 +22,8 @@ make_env() {  # name, extra pip args...
 
 make_serve() {  # what a Lambda image holds, plus the test runners; never torch
   if [ ! -x .venv-serve/bin/python ]; then "$PY" -m venv .venv-serve; fi
-  .venv-serve/bin/pip "${PIP[@]}" -e ".[lambda]" pytest "moto[s3]" awslambdaric openai huggingface_hub
+  .venv-serve/bin/pip "${PIP[@]}" -e ".[lambda]" pytest "moto[s3]" awslambdaric openai huggingface_hub \
+    hypothesis
 }
 
 make_sam() {

@@ -80,6 +80,17 @@ def bundle_factory(model_factory, tmp_path_factory):
     return make
 
 
+def rewrite_manifest(folder: Path, data: dict) -> None:
+    """Edit a bundle's manifest as someone with write access could: its digest rewritten too
+    (what the runtime's other checks must then catch)."""
+    import hashlib
+    import json
+
+    raw = json.dumps(data).encode()
+    (folder / "manifest.json").write_bytes(raw)
+    (folder / "manifest.json.sha256").write_text(hashlib.sha256(raw).hexdigest())
+
+
 def hf_pipeline(task: str, folder: Path):
     import transformers
 

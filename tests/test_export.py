@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.conftest import TEXTS, needs_torch
+from tests.conftest import TEXTS, needs_torch, rewrite_manifest
 from xlmr_serverless.runtime.tasks import names
 
 pytestmark = needs_torch
@@ -180,8 +180,9 @@ def test_inline_weights(model_factory, tmp_path):
                                    trace_external_data=True, min_agreement=0.0),
                      log=lambda s: None)
     assert not any(f.external_data for f in m.files)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp32.onnx",
-                                                      "model.int8.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "manifest.json.sha256",
+                                                      "model.fp32.onnx", "model.int8.onnx",
+                                                      "tokenizer.json"]
     assert load(out, precision="fp32")(TEXTS[1])[0]["label"]
 
 
@@ -316,7 +317,13 @@ def test_loading_a_damaged_bundle_says_which(bundle_factory, tmp_path):
     b = copy()
     m = json.loads((b / "manifest.json").read_text())
     (b / "manifest.json").write_text(json.dumps({**m, "schema_version": 99}))
+    with pytest.raises(BundleError, match="manifest.json does not match manifest.json.sha256"):
+        load(b)  # an edited manifest is caught by its digest ...
+    rewrite_manifest(b, {**m, "schema_version": 99})
     with pytest.raises(BundleError, match="unknown schema_version 99"):
+        load(b)  # ... and, digest rewritten too, by what it says
+    (b / "manifest.json.sha256").unlink()
+    with pytest.raises(BundleError, match="manifest.json.sha256 is missing"):
         load(b)
     with pytest.raises(BundleError, match="bundle folder not found"):
         load(tmp_path / "missing")

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import ROOT, needs_bundles
+from tests.conftest import ROOT, needs_bundles, rewrite_manifest
 
 pytestmark = [needs_bundles, pytest.mark.serving]
 EVENTS = ROOT / "events"
@@ -242,7 +242,7 @@ def test_a_manifest_cannot_name_files_outside_its_folder(embed_bundle, tmp_path)
         shutil.copytree(embed_bundle, copy)
         manifest = json.loads((copy / "manifest.json").read_text())
         manifest["tokenizer"]["file"] = bad
-        (copy / "manifest.json").write_text(json.dumps(manifest))
+        rewrite_manifest(copy, manifest)
         with pytest.raises(BundleError, match="not a plain name inside the bundle"):
             load(copy)
 
@@ -258,7 +258,7 @@ def test_a_manifest_cannot_lie_about_its_task(bundle_factory, tmp_path):
     for task in ("fill-mask", "feature-extraction", "token-classification"):
         manifest = json.loads((copy / "manifest.json").read_text())
         manifest["task"] = task
-        (copy / "manifest.json").write_text(json.dumps(manifest))
+        rewrite_manifest(copy, manifest)
         with pytest.raises(BundleError, match=f"the manifest says {task}, but the graph"):
             load(copy)
 
@@ -502,3 +502,30 @@ def test_a_bad_content_length_is_a_400(embed_bundle, length):
         srv.server_close()
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.split()[1] == b"400" and json.loads(body)["type"] == "bad_request"
+
+
+def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path):
+    """On by default (VERIFY_BUNDLE): every file is hashed, beside the tokenizer and session
+    loads; a flipped byte is refused; a marker keyed by the manifest's digest spares a
+    restarted process in the same sandbox the second hashing."""
+    import shutil
+
+    from xlmr_serverless.aws_lambda.config import Settings
+    from xlmr_serverless.runtime import BundleError, load
+    from xlmr_serverless.runtime.bundle import verify_once
+    from xlmr_serverless.runtime.manifest import read_manifest
+
+    assert Settings.from_env({}).verify is True
+    copy = tmp_path / "b"
+    shutil.copytree(embed_bundle, copy)
+    marks = tmp_path / "marks"
+    assert verify_once(read_manifest(copy), copy, marks) is True  # hashed
+    assert verify_once(read_manifest(copy), copy, marks) is False  # marker: not again
+    data = copy / "model.int8.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data.write_bytes(bytes(raw))  # same size, new mtime: the marker no longer matches
+    with pytest.raises(BundleError, match="model.int8.onnx.data: sha256 does not match"):
+        verify_once(read_manifest(copy), copy, marks)
+    with pytest.raises(BundleError, match="sha256 does not match"):
+        load(copy)  # the loads went on beside it, but nothing is served
