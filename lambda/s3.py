@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..runtime.bundle import mark_verified
 from ..runtime.errors import BundleError
 from ..runtime.manifest import (
     DIGEST_NAME,
@@ -65,6 +66,7 @@ def fetch_bundle(uri: str, root: Path = Path("/tmp"), client: Any = None) -> Pat
             s3.download_file(bucket, f"{prefix}/{name}" if prefix else name, str(tmp / name))
         verify_files(manifest, tmp, full=True)
         tmp.rename(final)
+        mark_verified(final)  # hashed once, here: the load does not hash again
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -125,27 +125,42 @@ def np_rows(input_ids: np.ndarray) -> int:
     return int(np.prod(input_ids.shape[:-1]))
 
 
-def verify_once(manifest: Manifest, folder: Path,
-                marks: Path = Path(tempfile.gettempdir()) / "xlmr-verified") -> bool:
+MARKS = Path(tempfile.gettempdir()) / "xlmr-verified"
+
+
+def _stamp(folder: Path) -> tuple[Path, str]:
+    """The marker's path (keyed by the manifest's digest) and what it must hold: the folder
+    and each file's name, size and modification time."""
+    digest = hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
+    stamp = json.dumps([str(folder.resolve())] + sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+    return MARKS / digest, stamp
+
+
+def mark_verified(folder: Path) -> None:
+    """Record that `folder`'s files were just hashed against its manifest (S3 downloads are
+    verified where they land: the load then does not hash them again)."""
+    mark, stamp = _stamp(folder)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_text(stamp)
+    except OSError:  # a read-only /tmp costs a re-hash next time, nothing else
+        pass
+
+
+def verify_once(manifest: Manifest, folder: Path) -> bool:
     """Every file's sha256 against the manifest, unless this machine already verified these
     very files (a marker keyed by the manifest's digest, holding each file's size and
     modification time): a restarted process in the same sandbox does not hash again.
     Returns whether it hashed."""
-    digest = hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
-    stamp = json.dumps([str(folder.resolve())] + sorted(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
-    mark = marks / digest
+    mark, stamp = _stamp(folder)
     try:
         if mark.read_text() == stamp:
             return False
     except OSError:
         pass
     verify_files(manifest, folder, full=True)
-    try:
-        marks.mkdir(parents=True, exist_ok=True)
-        mark.write_text(stamp)
-    except OSError:  # a read-only /tmp costs a re-hash next time, nothing else
-        pass
+    mark_verified(folder)
     return True
 
 

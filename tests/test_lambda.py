@@ -504,7 +504,7 @@ def test_a_bad_content_length_is_a_400(embed_bundle, length):
     assert head.split()[1] == b"400" and json.loads(body)["type"] == "bad_request"
 
 
-def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path):
+def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path, monkeypatch):
     """On by default (VERIFY_BUNDLE): every file is hashed, beside the tokenizer and session
     loads; a flipped byte is refused; a marker keyed by the manifest's digest spares a
     restarted process in the same sandbox the second hashing."""
@@ -518,14 +518,16 @@ def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path):
     assert Settings.from_env({}).verify is True
     copy = tmp_path / "b"
     shutil.copytree(embed_bundle, copy)
-    marks = tmp_path / "marks"
-    assert verify_once(read_manifest(copy), copy, marks) is True  # hashed
-    assert verify_once(read_manifest(copy), copy, marks) is False  # marker: not again
+    import xlmr_serverless.runtime.bundle as bundle_module
+
+    monkeypatch.setattr(bundle_module, "MARKS", tmp_path / "marks")
+    assert verify_once(read_manifest(copy), copy) is True  # hashed
+    assert verify_once(read_manifest(copy), copy) is False  # marker: not again
     data = copy / "model.int8.onnx.data"
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     data.write_bytes(bytes(raw))  # same size, new mtime: the marker no longer matches
     with pytest.raises(BundleError, match="model.int8.onnx.data: sha256 does not match"):
-        verify_once(read_manifest(copy), copy, marks)
+        verify_once(read_manifest(copy), copy)
     with pytest.raises(BundleError, match="sha256 does not match"):
         load(copy)  # the loads went on beside it, but nothing is served
