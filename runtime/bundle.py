@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -49,9 +50,10 @@ class Bundle:
     def precision(self) -> str:
         return self.model_file.precision
 
-    @property
+    @functools.cached_property
     def output_width(self) -> int:
-        """The last dimension of the graph's first output (hidden size, labels, vocabulary)."""
+        """The last dimension of the graph's first output (hidden size, labels, vocabulary);
+        read once, not on every request."""
         width = self.session.get_outputs()[0].shape[-1]
         return width if isinstance(width, int) else 1024
 
