@@ -12,8 +12,10 @@ if TYPE_CHECKING:
 
 
 def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
-    """The first recipe whose top-1 agreement (or cosine agreement) with fp32 reaches
-    `job.min_agreement`, and every recipe tried; an ExportError with the figures otherwise."""
+    """The first recipe that agrees with fp32 by the task's measure (top-1 on the rows fp32
+    can decide, top-k and scores for fill-mask, cosine for embeddings) at
+    `job.min_agreement`, and every recipe tried with why it was rejected; an ExportError
+    with the figures otherwise."""
     from .writers import judge
 
     ref_sess = validate.onnx_session(job.fp32)
@@ -29,15 +31,29 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
         kept, head = quantize.quantize_int8(job.fp32, job.dst, recipe, job.external,
                                             job.config.hidden_size, job.config.intermediate_size)
         cmp = judge(fp32_ref, job.dst, job.feeds, job.spec)
+        rejected = cmp.verdict(job.min_agreement, job.spec.parity)
         tried.append({"recipe": recipe.name, "fp32_matmuls": len(kept),
-                      "int8_head_gemm": head, **cmp.as_dict()})
-        job.log(f"      int8 recipe {recipe.name}: {describe(cmp, job.spec.parity)}")
-        if cmp.top1_agreement >= job.min_agreement:
+                      "int8_head_gemm": head, **cmp.as_dict(),
+                      **({"rejected": rejected} if rejected else {})})
+        job.log(f"      int8 recipe {recipe.name}: {describe(cmp, job.spec.parity)}"
+                + (f": rejected, {rejected}" if rejected else ""))
+        if rejected is None:
             return recipe.name, tried
-    figures = "; ".join(f"{t['recipe']}: {t['top1_agreement']:.4f}" for t in tried)
+    figures = "; ".join(f"{t['recipe']}: {t['rejected']}" for t in tried)
     raise ExportError(f"int8 accuracy gate failed (agreement with fp32 under "
                       f"{job.min_agreement:.2%} for every recipe: {figures}); export --precision "
                       "fp32 or lower --min-agreement")
+
+
+def rules(job: WriteJob) -> dict[str, Any]:
+    """How the gate judged, for the manifest (with the figures of every recipe tried)."""
+    out: dict[str, Any] = {"measure": job.spec.parity, "min_agreement": job.min_agreement}
+    if job.spec.parity != "cosine":
+        out["tie_margin"] = validate.TIE_MARGIN
+    if job.spec.parity == "topk":
+        out.update(top_k=validate.TOP_K, min_topk_overlap=validate.MIN_TOPK_OVERLAP,
+                   max_score_error=validate.MAX_SCORE_ERROR)
+    return out
 
 
 def describe(cmp: validate.Comparison, parity: str) -> str:
@@ -45,4 +61,8 @@ def describe(cmp: validate.Comparison, parity: str) -> str:
     if parity == "cosine":
         return (f"cosine agreement {cmp.top1_agreement:.4f} (share of sentences >= 0.99; "
                 f"min cosine {cmp.cosine_min:.4f})")
-    return f"top-1 agreement {cmp.top1_agreement:.4f}"
+    text = f"top-1 agreement {cmp.top1_agreement:.4f} on {cmp.total} row(s)"
+    text += f" ({cmp.ties} near tie(s) not judged)" if cmp.ties else ""
+    if cmp.topk_total:
+        text += f", top-5 overlap {cmp.topk_overlap:.4f}, score error {cmp.score_error:.4f}"
+    return text

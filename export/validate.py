@@ -72,23 +72,54 @@ def encode_batches(tokenizer: Any, texts: list[str], spec: TaskSpec, mask_token_
         yield feed
 
 
+# How the gate judges low-confidence outputs (issue: a random-weight fill-mask model whose fp32
+# top two were near ties failed the default recipe and shipped the slowest one):
+TIE_MARGIN = 0.1  # logits: fp32's top two closer than this cannot be told apart (a near tie)
+TOP_K = 5  # fill-mask: the candidates a caller sees by default
+MIN_TOPK_OVERLAP = 0.9  # share of the quantized top-k that fp32 ranks in its top-k (or ties)
+MAX_SCORE_ERROR = 0.05  # the largest error in a top-k candidate's probability
+
+
 @dataclasses.dataclass
 class Comparison:
     """Agreement of one model's outputs with a reference over all validation batches."""
 
     max_abs_diff: float = 0.0
     agree: int = 0
-    total: int = 0
+    total: int = 0  # rows judged on top-1 (near ties left out)
     cosine_min: float = 1.0
+    ties: int = 0  # rows where the reference's top two were within TIE_MARGIN
+    topk_hits: int = 0
+    topk_total: int = 0
+    score_error: float = 0.0  # max |p - p_ref| over the reference's top-k (topk parity)
 
     @property
     def top1_agreement(self) -> float:
         return self.agree / self.total if self.total else 1.0
 
+    @property
+    def topk_overlap(self) -> float:
+        return self.topk_hits / self.topk_total if self.topk_total else 1.0
+
+    def verdict(self, min_agreement: float, parity: str) -> str | None:
+        """Why this file fails the gate at `min_agreement`, or None if it passes."""
+        if self.top1_agreement < min_agreement:
+            what = "cosine agreement" if parity == "cosine" else "top-1 agreement"
+            return (f"{what} {self.top1_agreement:.4f} < {min_agreement:.4f} on {self.total} "
+                    f"row(s) ({self.ties} near tie(s) not judged)")
+        if self.topk_total and self.topk_overlap < min(MIN_TOPK_OVERLAP, min_agreement):
+            return f"top-{TOP_K} overlap {self.topk_overlap:.4f} < {MIN_TOPK_OVERLAP}"
+        if self.topk_total and self.score_error > MAX_SCORE_ERROR and min_agreement > 0:
+            return f"top-{TOP_K} score error {self.score_error:.4f} > {MAX_SCORE_ERROR}"
+        return None
+
     def as_dict(self) -> dict[str, float]:
-        d = {"max_abs_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement}
+        d = {"max_abs_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement,
+             "judged_rows": self.total, "near_ties": self.ties}
         if self.cosine_min < 1.0:
             d["cosine_min"] = self.cosine_min
+        if self.topk_total:
+            d.update(topk_overlap=self.topk_overlap, score_error=self.score_error)
         return d
 
 
@@ -115,20 +146,56 @@ def _cosine(r: np.ndarray, g: np.ndarray, mask: np.ndarray, acc: Comparison) -> 
     acc.total += len(cos)
 
 
+def _clear(rr: np.ndarray) -> np.ndarray:
+    """Rows whose best reference score leads the second by at least TIE_MARGIN."""
+    if rr.shape[-1] < 2:
+        return np.ones(len(rr), bool)
+    top2 = np.partition(rr, rr.shape[-1] - 2, axis=-1)[..., -2:]
+    return np.abs(top2[..., 1] - top2[..., 0]) >= TIE_MARGIN
+
+
+def _top1_of(rr: np.ndarray, gg: np.ndarray, acc: Comparison) -> None:
+    """Same best index on every row fp32 can decide; near ties counted apart."""
+    clear = _clear(rr)
+    acc.ties += int((~clear).sum())
+    acc.agree += int(((rr.argmax(-1) == gg.argmax(-1)) & clear).sum())
+    acc.total += int(clear.sum())
+
+
 def _span(r: np.ndarray, g: np.ndarray, mask: np.ndarray, acc: Comparison) -> None:
     """Start/end logits: the same best position per row, padding excluded."""
     m = mask.astype(bool)
     acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(r[m] - g[m]).max()))
-    rr, gg = np.where(m, r, -np.inf), np.where(m, g, -np.inf)
-    acc.agree += int((rr.argmax(-1) == gg.argmax(-1)).sum())
-    acc.total += len(rr)
+    _top1_of(np.where(m, r, -np.inf), np.where(m, g, -np.inf), acc)
 
 
 def _top1(rr: np.ndarray, gg: np.ndarray, acc: Comparison) -> None:
     if rr.size:
         acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(rr - gg).max()))
-        acc.agree += int((rr.argmax(-1) == gg.argmax(-1)).sum())
-        acc.total += len(rr)
+        _top1_of(rr, gg, acc)
+
+
+def _topk(rr: np.ndarray, gg: np.ndarray, acc: Comparison) -> None:
+    """Vocabulary rows (fill-mask): top-1 as above, plus how many of the quantized top-k fp32
+    ranks in its own top-k (or within TIE_MARGIN of its k-th), and the largest error in a
+    top-k candidate's probability (the scores a caller reads)."""
+    rr, gg = rr.reshape(-1, rr.shape[-1]), gg.reshape(-1, gg.shape[-1])
+    _top1(rr, gg, acc)
+    if not rr.size:
+        return
+    k = min(TOP_K, rr.shape[-1])
+    ref_top = np.argsort(-rr, axis=-1)[:, :k]
+    got_top = np.argsort(-gg, axis=-1)[:, :k]
+    kth = np.take_along_axis(rr, ref_top[:, -1:], -1)
+    acc.topk_hits += int((np.take_along_axis(rr, got_top, -1) >= kth - TIE_MARGIN).sum())
+    acc.topk_total += got_top.size
+
+    def probs(x: np.ndarray) -> np.ndarray:
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    err = np.abs(np.take_along_axis(probs(rr), ref_top, -1) - np.take_along_axis(probs(gg), ref_top, -1))
+    acc.score_error = max(acc.score_error, float(err.max()))
 
 
 JUDGES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, Comparison], None]] = {
@@ -138,6 +205,7 @@ JUDGES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, Comparison], Non
     "token": lambda r, g, mask, acc: _top1(r[mask.astype(bool)], g[mask.astype(bool)], acc),
     "row": lambda r, g, mask, acc: _top1(r.reshape(-1, r.shape[-1]), g.reshape(-1, g.shape[-1]),
                                          acc),
+    "topk": lambda r, g, mask, acc: _topk(r, g, acc),  # vocabulary rows (fill-mask)
 }
 
 

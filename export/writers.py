@@ -61,7 +61,7 @@ def write_fp32(job: WriteJob) -> WriteResult:
 def write_int8(job: WriteJob) -> WriteResult:
     """Dynamic int8 through the accuracy gate: the first recipe that agrees with fp32."""
     recipe, tried = gate.int8_with_gate(job)
-    return WriteResult(recipe, {"int8_recipes_tried": tried})
+    return WriteResult(recipe, {"int8_recipes_tried": tried, "int8_gate": gate.rules(job)})
 
 
 def write_fp16(job: WriteJob) -> WriteResult:

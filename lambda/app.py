@@ -97,9 +97,10 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
                 return Response(200 if h["status"] == "ok" else 503, "application/json",
                                 json.dumps(h))
             return health
-        if r.view == "openapi":  # the document needs no model
-            def openapi() -> Response:
-                return Response(200, "application/json", json.dumps(openapi_document()))
+        if r.view == "openapi":  # the document needs no model session
+            def openapi() -> Response:  # the served task's parameters, when it loaded
+                task = service.pipe.task if service.pipe is not None else None
+                return Response(200, "application/json", json.dumps(openapi_document(task)))
             return openapi
 
         def answer() -> Response:

@@ -1,12 +1,15 @@
-"""The API as one OpenAPI 3.1 document, generated from the route table and the request and
-response schemas below (JSON Schema 2020-12, as OpenAPI 3.1 uses it). Served at
-GET /openapi.json, committed as openapi.json, and held to the code by schemathesis."""
+"""The API as one OpenAPI 3.1 document, generated from the route table, the request and
+response schemas below (JSON Schema 2020-12, as OpenAPI 3.1 uses it) and each task's parameter
+schema from its spec. Served at GET /openapi.json (with the served task's parameters),
+committed as openapi.json (any task's), and held to the code by schemathesis."""
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
 from .. import __version__
+from ..runtime.parameters import object_schema
+from ..runtime.tasks import specs
 from .routes import ROUTES, Route
 
 STRINGS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"},
@@ -21,7 +24,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
         "properties": {
             "inputs": {"description": "a text, a list of texts, or the task's object "
                                       "({question, context}, {text, text_pair}, ...)"},
-            "parameters": {"type": "object", "description": "the pipeline's parameters"},
+            "parameters": {"$ref": "#/components/schemas/Parameters"},
             "truncate": BOOL, "truncation": BOOL, "truncation_direction": DIRECTION,
             "raw_scores": BOOL}},
     "embed": {
@@ -107,8 +110,25 @@ def operation(r: Route) -> dict[str, Any]:
 
 
 @cache
-def openapi_document() -> dict[str, Any]:
-    """The whole API, one operation per route of the route table."""
+def parameters_schema(task: str | None) -> dict[str, Any]:
+    """/predict's `parameters`: the served task's schema, or (no task known) any task's."""
+    if task is not None:
+        return {"description": f"{task}'s parameters",
+                **object_schema(specs()[task].parameters)}
+    return {"description": "the task's parameters (the served task's schema is at "
+                           "GET /openapi.json)",
+            "anyOf": [{"title": name, **object_schema(spec.parameters)}
+                      for name, spec in specs().items()]}
+
+
+def openapi_document(task: str | None = None) -> dict[str, Any]:
+    """The whole API, one operation per route of the route table; `parameters` as `task`
+    takes them (as any task does when None)."""
+    return _document(task)
+
+
+@cache
+def _document(task: str | None) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for r in ROUTES:
         paths.setdefault(r.path, {})[r.method.lower()] = operation(r)
@@ -118,7 +138,8 @@ def openapi_document() -> dict[str, Any]:
                                     "the Hugging Face inference schema, Text Embeddings "
                                     "Inference's routes and OpenAI's embeddings."},
             "paths": paths,
-            "components": {"schemas": {"Error": ERROR, "OpenAIError": OPENAI_ERROR}}}
+            "components": {"schemas": {"Error": ERROR, "OpenAIError": OPENAI_ERROR,
+                                       "Parameters": parameters_schema(task)}}}
 
 
 if __name__ == "__main__":  # python -m xlmr_serverless.aws_lambda.openapi > openapi.json

@@ -12,6 +12,7 @@ from .budget import UNLIMITED, Budget
 from .bundle import Bundle, Usage
 from .errors import EmptyInputError, InvalidInputError
 from .jsonable import to_jsonable
+from .parameters import check
 
 if TYPE_CHECKING:
     from .tasks.spec import TaskSpec
@@ -32,7 +33,6 @@ class Pipeline:
     """Base of the task pipelines: `pipe(inputs, **parameters)` as in transformers."""
 
     spec: ClassVar[TaskSpec]
-    parameters: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, bundle: Bundle, batch_size: int = 16, budget: Budget | None = None) -> None:
         self.bundle = bundle
@@ -44,6 +44,11 @@ class Pipeline:
     @property
     def task(self) -> str:
         return self.spec.name
+
+    @property
+    def parameters(self) -> frozenset[str]:
+        """The parameter names this task takes (its spec's schema)."""
+        return frozenset(self.spec.parameters)
 
     @property
     def provider(self) -> str:
@@ -76,7 +81,8 @@ class Pipeline:
 
     # -- the stages a task fills ---------------------------------------------------------
     def sanitize(self, params: dict[str, Any]) -> Options:
-        """Checked, defaulted parameters (names were checked against `parameters`)."""
+        """Defaulted parameters, and the checks no schema can say (names and types were
+        checked against the spec's schema)."""
         return dict(params)
 
     def split_inputs(self, inputs: Any, options: Options) -> tuple[list[Any], Any]:
@@ -113,11 +119,8 @@ class Pipeline:
 
     # -- shared helpers --------------------------------------------------------------------
     def check_parameters(self, params: dict[str, Any]) -> None:
-        unknown = sorted(set(params) - self.parameters)
-        if unknown:
-            allowed = ", ".join(sorted(self.parameters)) or "none"
-            raise InvalidInputError(f"unknown parameter(s) {', '.join(unknown)} for {self.task}; "
-                                    f"allowed: {allowed}")
+        """Names and types against the spec's schema, before any work (a 422 names the rule)."""
+        check(self.task, self.spec.parameters, params)
 
     def describe(self) -> dict[str, Any]:
         """What the bundle serves, for /health and logs."""
@@ -162,17 +165,6 @@ def as_item_list(inputs: Any) -> tuple[list[Any], bool]:
     if not items:
         raise EmptyInputError("inputs is empty")
     return items, isinstance(inputs, list)
-
-
-def positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def optional_positive_int(name: str, value: Any) -> int | None:
-    """None (meaning 'all', as the pipelines use it) or a positive integer."""
-    return None if value is None else positive_int(name, value)
 
 
 def one_of(name: str, value: Any, choices: Iterable[str]) -> str:

@@ -192,7 +192,8 @@ def test_one_truncation_vocabulary(server):
     assert status == 422 and "the model's 512 positions" in body["error"]
     for ask in ({"truncate": True}, {"parameters": {"truncation": True}},
                 {"parameters": {"truncate": True}}):
-        status, _, body = http(fm + "/predict", "POST", {"inputs": "a <mask> " * 400, **ask})
+        # (one mask: each would score the whole vocabulary)
+        status, _, body = http(fm + "/predict", "POST", {"inputs": "<mask> " + "a " * 600, **ask})
         assert status == 200, (ask, body)
     status, _, body = http(server("token-classification") + "/predict", "POST",
                            {"inputs": "x", "truncate": True})
@@ -230,9 +231,18 @@ def test_openapi_document_is_served_and_committed(server):
     from xlmr_serverless.aws_lambda.routes import ROUTES
 
     status, _, doc = http(server("feature-extraction") + "/openapi.json")
-    assert status == 200 and doc == openapi_document()
+    assert status == 200 and doc == openapi_document("feature-extraction")
     assert doc["openapi"].startswith("3.1")
     assert {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops} == \
         {(r.method, r.path) for r in ROUTES}
+    # the served document publishes the served task's parameters, as the pipeline checks them
+    served = doc["components"]["schemas"]["Parameters"]
+    assert served["additionalProperties"] is False and "pooling" in served["properties"]
     committed = json.loads((ROOT / "openapi.json").read_text())
-    assert committed == doc, "regenerate: python -m xlmr_serverless.aws_lambda.openapi > openapi.json"
+    assert committed == openapi_document(), \
+        "regenerate: python -m xlmr_serverless.aws_lambda.openapi > openapi.json"
+    # the committed one: any task's, one schema per task of the registry
+    from xlmr_serverless.runtime.tasks import names
+
+    assert [s["title"] for s in committed["components"]["schemas"]["Parameters"]["anyOf"]] == \
+        list(names())

@@ -232,6 +232,28 @@ def test_zero_shot_templates_are_checked_before_any_work(handlers, template):
     assert status == 422 and "hypothesis_template" in body["error"]
 
 
+@pytest.mark.parametrize("task, parameters", [
+    ("text-classification", {"max_length": "abc"}), ("text-classification", {"truncation": 5}),
+    ("text-classification", {"top_k": True}), ("feature-extraction", {"tokenize_kwargs": "abc"}),
+    ("feature-extraction", {"tokenize_kwargs": {"padding": True}}),
+    ("fill-mask", {"tokenizer_kwargs": [1]}), ("fill-mask", {"targets": [1]}),
+    ("zero-shot-classification", {"candidate_labels": {"a": 1}}),
+    ("question-answering", {"doc_stride": 1.5}), ("token-classification", {"stride": -1})])
+def test_parameter_types_are_checked_by_the_spec_schema(handlers, task, parameters):
+    """Each the spec's schema refuses (the one the OpenAPI document publishes): a 422 naming
+    the parameter, never a 500 from deep inside a pipeline."""
+    from xlmr_serverless.runtime.tasks import task_spec
+
+    spec = task_spec(task)
+    body = {**spec.sample, "parameters": {**spec.sample.get("parameters", {}), **parameters}}
+    handler = handlers(task)
+    status, answer, _ = call(handler, http_event("POST", "/predict", json.dumps(body)))
+    assert status == 422 and f"parameter {next(iter(parameters))}" in answer["error"], answer
+    # and the same request without the bad parameter answers
+    status, _, _ = call(handler, http_event("POST", "/predict", json.dumps(spec.sample)))
+    assert status == 200
+
+
 def test_a_manifest_cannot_name_files_outside_its_folder(embed_bundle, tmp_path):
     import shutil
 

@@ -27,12 +27,12 @@ def test_errors(pipes):
         fm("no mask here")
     with pytest.raises(InvalidInputError, match="unknown parameter.*temperature.*allowed: targets"):
         fm("a <mask>", temperature=1)
-    with pytest.raises(InvalidInputError, match="top_k must be a positive integer"):
+    with pytest.raises(InvalidInputError, match="parameter top_k must be bigger than or equal to 1, got 0"):
         fm("a <mask>", top_k=0)
     with pytest.raises(InputTooLongError, match="at most 512 tokens. Given: "):
         tc("word " * 600)
     assert tc("word " * 600, truncation=True)[0]["label"]
-    with pytest.raises(InvalidInputError, match="function_to_apply must be one of"):
+    with pytest.raises(InvalidInputError, match="parameter function_to_apply must be one of"):
         tc("x", function_to_apply="default")
     with pytest.raises(InvalidInputError, match="text pairs"):
         tc([["a", "b"]])

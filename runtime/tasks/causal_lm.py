@@ -7,21 +7,22 @@ from typing import Any
 import numpy as np
 
 from ..ops import softmax
-from ..pipeline import Options, Pipeline, Prepared, RowOutputs, positive_int
+from ..parameters import POSITIVE_INT
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs
 from .spec import TaskSpec, logits
 
 SPEC = TaskSpec(
     name="causal-lm", auto_class="AutoModelForCausalLM", head="ForCausalLM",
     outputs=logits("batch", "sequence", None), graph="lm_head", parity="token",
-    requires="is_decoder", sample={"inputs": "The capital of France is", "parameters": {"top_k": 3}})
+    requires="is_decoder", sample={"inputs": "The capital of France is", "parameters": {"top_k": 3}},
+    parameters={"top_k": POSITIVE_INT})
 
 
 class CausalLMPipeline(Pipeline):
     spec = SPEC
-    parameters = frozenset({"top_k"})
 
     def sanitize(self, params: dict[str, Any]) -> Options:
-        top_k = positive_int("top_k", params.get("top_k", 5))
+        top_k = params.get("top_k", 5)
         self.budget.check_top_k(top_k)
         return {"top_k": top_k}
 

@@ -10,23 +10,27 @@ import numpy as np
 from ..budget import FLOAT_JSON_BYTES
 from ..errors import InputTooLongError, InvalidInputError
 from ..ops import l2_normalize, pool
+from ..parameters import BOOL, POSITIVE_INT, choice, either, kwargs, nullable
 from ..pipeline import Options, Pipeline, Prepared, RowOutputs, one_of
 from .spec import Output, TaskSpec
+
+POOLINGS = ("cls", "mean", "max")
+TRUNCATION = nullable(either(BOOL, choice("longest_first", "do_not_truncate")))
 
 SPEC = TaskSpec(
     name="feature-extraction", auto_class="AutoModel", head=None,
     outputs=(Output("last_hidden_state", ("batch", "sequence", None)),), parity="cosine",
     truncation={"truncation": True}, routes=("/predict", "/embed", "/v1/embeddings"),
     sample={"inputs": "XLM-R runs on AWS Lambda."},
+    parameters={"truncation": TRUNCATION,
+                "tokenize_kwargs": kwargs(truncation=TRUNCATION, max_length=POSITIVE_INT),
+                "return_tensors": BOOL, "pooling": nullable(choice(*POOLINGS)),
+                "normalize": nullable(BOOL)},
     optimum_class="ORTModelForFeatureExtraction")
-
-POOLINGS = ("cls", "mean", "max")
 
 
 class FeatureExtractionPipeline(Pipeline):
     spec = SPEC
-    parameters = frozenset({"truncation", "tokenize_kwargs", "return_tensors", "pooling",
-                            "normalize"})
 
     def sanitize(self, params: dict[str, Any]) -> Options:
         """Token embeddings (the pipeline's output) unless `pooling` or `normalize` asks for
@@ -34,19 +38,12 @@ class FeatureExtractionPipeline(Pipeline):
         if params.get("pooling") is not None or params.get("normalize") is not None:
             return self.sentence_options(params.get("pooling"), params.get("normalize"),
                                          bool(params.get("truncation")))
-        kwargs = params.get("tokenize_kwargs") or {}
-        if not isinstance(kwargs, dict):
-            raise InvalidInputError("tokenize_kwargs must be an object")
-        if "truncation" in params and "truncation" in kwargs:
+        tokenize_kwargs = params.get("tokenize_kwargs") or {}
+        if "truncation" in params and "truncation" in tokenize_kwargs:
             raise InvalidInputError("truncation given both as a parameter and in tokenize_kwargs")
-        truncation = params.get("truncation", kwargs.get("truncation"))
-        max_length = kwargs.get("max_length")
-        if max_length is not None and (isinstance(max_length, bool)
-                                       or not isinstance(max_length, int) or max_length < 1):
-            raise InvalidInputError(f"max_length must be a positive integer, got {max_length!r}")
-        if not (truncation is None or isinstance(truncation, bool)
-                or truncation in ("longest_first", "do_not_truncate")):
-            raise InvalidInputError(f"truncation must be true or false, got {truncation!r}")
+        truncation = params.get("truncation", tokenize_kwargs.get("truncation"))
+        truncation = truncation.lower() if isinstance(truncation, str) else truncation
+        max_length = tokenize_kwargs.get("max_length")
         truncate = truncation in (True, "longest_first") or (max_length and truncation is None)
         return {"sentence": False, "strategy": "longest_first" if truncate else None,
                 "limit": min(max_length or self.manifest.max_length, self.manifest.max_length),

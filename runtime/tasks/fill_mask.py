@@ -8,31 +8,31 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..ops import softmax
-from ..pipeline import Options, Pipeline, Prepared, RowOutputs, positive_int
+from ..parameters import BOOL, POSITIVE_INT, TEXT, TEXTS, either, kwargs, nullable
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs
 from .spec import TaskSpec, logits
 
 SPEC = TaskSpec(
     name="fill-mask", auto_class="AutoModelForMaskedLM", head="ForMaskedLM",
-    outputs=logits("masks", None), graph="mask_rows", parity="row",
+    outputs=logits("masks", None), graph="mask_rows", parity="topk",
     truncation={"tokenizer_kwargs": {"truncation": True}},
     sample={"inputs": "Paris is the <mask> of France.", "parameters": {"top_k": 3}},
+    parameters={"top_k": POSITIVE_INT, "targets": nullable(either(TEXT, TEXTS)),
+                "tokenizer_kwargs": kwargs(truncation=BOOL)},
     optimum_class="ORTModelForMaskedLM")
 
 
 class FillMaskPipeline(Pipeline):
     spec = SPEC
-    parameters = frozenset({"top_k", "targets", "tokenizer_kwargs"})
 
     def sanitize(self, params: dict[str, Any]) -> Options:
-        kwargs = params.get("tokenizer_kwargs") or {}
-        if not isinstance(kwargs, dict):
-            raise InvalidInputError("tokenizer_kwargs must be an object")
-        top_k = positive_int("top_k", params.get("top_k", 5))
+        tokenizer_kwargs = params.get("tokenizer_kwargs") or {}
+        top_k = params.get("top_k", 5)
         self.budget.check_top_k(top_k)
         return {"top_k": min(top_k, self.bundle.output_width),  # never more than the vocabulary
                 "target_ids": self.target_ids(params["targets"])
                 if params.get("targets") is not None else None,
-                "truncate": bool(kwargs.get("truncation"))}
+                "truncate": bool(tokenizer_kwargs.get("truncation"))}
 
     def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
         encs = self.tokenizer.encode(items, truncation="longest_first" if options["truncate"]
@@ -58,8 +58,6 @@ class FillMaskPipeline(Pipeline):
         deduplicated with set() as the pipeline does."""
         if isinstance(targets, str):
             targets = [targets]
-        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-            raise InvalidInputError("targets must be a string or a list of strings")
         vocab = self.tokenizer.vocab()
         ids = []
         for target in targets:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..ops import softmax
+from ..parameters import BOOL, nullable
 from ..pipeline import Options, Pipeline, Prepared, RowOutputs, as_item_list
 from ..tokenization import pad_batch
 from .spec import TaskSpec, logits
@@ -18,12 +19,12 @@ SPEC = TaskSpec(
     inputs=("batch", "choices", "sequence"), outputs=logits("batch", "choices"), parity="row",
     truncation={"truncation": True},
     sample={"inputs": {"prompt": "Where is the Eiffel tower?", "choices": ["In Paris.", "In Rome."]}},
+    parameters={"truncation": nullable(BOOL)},
     optimum_class="ORTModelForMultipleChoice")
 
 
 class MultipleChoicePipeline(Pipeline):
     spec = SPEC
-    parameters = frozenset({"truncation"})
 
     def sanitize(self, params: dict[str, Any]) -> Options:
         return {"truncate": bool(params.get("truncation"))}

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmptyInputError, InvalidInputError
-from ..pipeline import Options, Pipeline, Prepared, RowOutputs, positive_int
+from ..parameters import BOOL, POSITIVE_INT, TEXT, TEXTS, choice, either, nullable
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs
 from .spec import Output, TaskSpec
 
 SPEC = TaskSpec(
@@ -18,6 +19,13 @@ SPEC = TaskSpec(
              Output("end_logits", ("batch", "sequence"))),
     sample={"inputs": {"question": "Where do I live?",
                        "context": "My name is Wolfgang and I live in Berlin."}},
+    parameters={"top_k": POSITIVE_INT, "doc_stride": nullable(POSITIVE_INT),
+                "max_answer_len": POSITIVE_INT, "max_seq_len": nullable(POSITIVE_INT),
+                # accepted and unused, as in the pipeline's fast-tokenizer path
+                "max_question_len": nullable(POSITIVE_INT),
+                "handle_impossible_answer": BOOL, "align_to_words": BOOL,
+                "padding": nullable(either(BOOL, choice("longest", "max_length", "do_not_pad"))),
+                "question": nullable(either(TEXT, TEXTS)), "context": nullable(either(TEXT, TEXTS))},
     optimum_class="ORTModelForQuestionAnswering")
 
 
@@ -105,23 +113,19 @@ def normalize_examples(inputs: Any, question: Any, context: Any) -> tuple[list[d
 
 class QuestionAnsweringPipeline(Pipeline):
     spec = SPEC
-    parameters = frozenset({"top_k", "doc_stride", "max_answer_len", "max_seq_len",
-                            "max_question_len", "handle_impossible_answer", "align_to_words",
-                            "padding", "question", "context"})
 
     def __call__(self, inputs: Any = None, **params: Any) -> Any:
         """`pipe({"question", "context"})`, a list of them, or question=/context= keywords."""
         return super().__call__(inputs, **params)
 
     def sanitize(self, params: dict[str, Any]) -> Options:
-        top_k = positive_int("top_k", params.get("top_k", 1))
+        top_k = params.get("top_k", 1)
         self.budget.check_top_k(top_k)
-        max_answer_len = positive_int("max_answer_len", params.get("max_answer_len", 15))
-        max_seq_len = positive_int("max_seq_len", params.get("max_seq_len") or
-                                   min(self.manifest.max_length, 384))
+        max_answer_len = params.get("max_answer_len", 15)
+        max_seq_len = params.get("max_seq_len") or min(self.manifest.max_length, 384)
         if max_seq_len > self.manifest.max_length:
             raise InvalidInputError(f"max_seq_len must be at most {self.manifest.max_length}")
-        doc_stride = positive_int("doc_stride", params.get("doc_stride") or min(max_seq_len // 2, 128))
+        doc_stride = params.get("doc_stride") or max(min(max_seq_len // 2, 128), 1)
         if doc_stride > max_seq_len:
             raise InvalidInputError(f"`doc_stride` ({doc_stride}) is larger than `max_seq_len` "
                                     f"({max_seq_len})")

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping
 
+from ..parameters import Schema
+
 # how export computes the graph's outputs from the Hugging Face model
 Graph = Literal["model", "mask_rows", "lm_head"]
 # how a quantized or exported file is judged against its reference
-Parity = Literal["cosine", "span", "token", "row"]
+Parity = Literal["cosine", "span", "token", "row", "topk"]
 # how one forward pass's outputs split back into the rows that were sent
 Layout = Literal["token", "row", "mask"]
 
@@ -39,6 +41,9 @@ class TaskSpec:
     outputs: tuple[Output, ...]
     parity: Parity
     sample: Mapping[str, Any]  # a /predict body that the task answers
+    # the pipeline's parameters, each as JSON Schema: checked on every call, published in the
+    # OpenAPI document (runtime/parameters.py)
+    parameters: Mapping[str, Schema] = dataclasses.field(default_factory=dict)
     inputs: tuple[str, ...] = SEQUENCE_INPUTS  # axes of input_ids and attention_mask
     graph: Graph = "model"
     labelled: bool = False  # carries id2label / label2id from the config

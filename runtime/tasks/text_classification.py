@@ -8,25 +8,22 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..ops import sigmoid, softmax
-from ..pipeline import (
-    Options,
-    Pipeline,
-    Prepared,
-    RowOutputs,
-    as_item_list,
-    one_of,
-    optional_positive_int,
-)
+from ..parameters import BOOL, POSITIVE_INT, choice, either, nullable
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs, as_item_list
 from .spec import TaskSpec, logits
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 
 SPEC = TaskSpec(
     name="text-classification", auto_class="AutoModelForSequenceClassification",
     head="ForSequenceClassification", outputs=logits("batch", None), parity="row",
     labelled=True, truncation={"truncation": True}, routes=("/predict", "/rerank"),
     sample={"inputs": ["I love it", "Je déteste ça"]},
+    parameters={"top_k": nullable(POSITIVE_INT), "function_to_apply": nullable(choice(*FUNCTIONS)),
+                "truncation": nullable(either(BOOL, choice(*STRATEGIES))),
+                "max_length": nullable(POSITIVE_INT)},
     optimum_class="ORTModelForSequenceClassification")
-
-FUNCTIONS = ("softmax", "sigmoid", "none")
 
 
 def default_function(problem_type: str | None, num_labels: int) -> str:
@@ -54,25 +51,21 @@ def relevance(scores: np.ndarray, raw: bool) -> np.ndarray:
 
 class TextClassificationPipeline(Pipeline):
     spec = SPEC
-    parameters = frozenset({"top_k", "function_to_apply", "truncation", "max_length"})
 
     def sanitize(self, params: dict[str, Any]) -> Options:
         legacy = "top_k" not in params
-        function = one_of("function_to_apply", params["function_to_apply"], FUNCTIONS) \
+        function = params["function_to_apply"].lower() \
             if params.get("function_to_apply") is not None else \
             default_function(self.manifest.problem_type, len(self.manifest.id2label or {}))
         truncation = params.get("truncation")
-        if not (truncation is None or isinstance(truncation, bool) or truncation in (
-                "longest_first", "only_first", "only_second", "do_not_truncate")):
-            raise InvalidInputError("truncation must be true, false, longest_first, only_first "
-                                    f"or only_second, got {truncation!r}")
+        truncation = truncation.lower() if isinstance(truncation, str) else truncation
         strategy = "longest_first" if truncation is True else None \
-            if truncation in (False, "do_not_truncate") else truncation
-        max_length = optional_positive_int("max_length", params.get("max_length"))
+            if truncation in (None, False, "do_not_truncate") else truncation
+        max_length = params.get("max_length")
         if max_length is not None and strategy is None:
             strategy = "longest_first"
         return {"legacy": legacy, "function": function, "strategy": strategy,
-                "top_k": 1 if legacy else optional_positive_int("top_k", params.get("top_k")),
+                "top_k": 1 if legacy else params.get("top_k"),
                 "max_length": min(max_length or self.manifest.max_length,
                                   self.manifest.max_length)}
 

@@ -10,8 +10,11 @@ import numpy as np
 
 from ..errors import InputTooLongError, InvalidInputError
 from ..ops import softmax
-from ..pipeline import Options, Pipeline, Prepared, RowOutputs, one_of, positive_int
+from ..parameters import POSITIVE_INT, TEXTS, choice, nullable
+from ..pipeline import Options, Pipeline, Prepared, RowOutputs
 from .spec import TaskSpec, logits
+
+STRATEGIES = ("none", "simple", "first", "average", "max")
 
 SPEC = TaskSpec(
     name="token-classification", auto_class="AutoModelForTokenClassification",
@@ -19,9 +22,9 @@ SPEC = TaskSpec(
     labelled=True, truncation_hint="pass stride (with an aggregation_strategy) to cover long texts",
     sample={"inputs": "My name is Wolfgang and I live in Berlin.",
             "parameters": {"aggregation_strategy": "simple"}},
+    parameters={"aggregation_strategy": nullable(choice(*STRATEGIES)),
+                "ignore_labels": nullable(TEXTS), "stride": nullable(POSITIVE_INT)},
     optimum_class="ORTModelForTokenClassification")
-
-STRATEGIES = ("none", "simple", "first", "average", "max")
 
 
 def get_tag(name: str) -> tuple[str, str]:
@@ -53,16 +56,12 @@ def overlap_merge(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class TokenClassificationPipeline(Pipeline):
     spec = SPEC
-    parameters = frozenset({"aggregation_strategy", "ignore_labels", "stride"})
 
     def sanitize(self, params: dict[str, Any]) -> Options:
-        strategy = one_of("aggregation_strategy", params.get("aggregation_strategy") or "none",
-                          STRATEGIES)
+        strategy = (params.get("aggregation_strategy") or "none").lower()
         ignore = params.get("ignore_labels")
         ignore = ["O"] if ignore is None else ignore
-        if not isinstance(ignore, list) or not all(isinstance(x, str) for x in ignore):
-            raise InvalidInputError("ignore_labels must be a list of labels")
-        stride = positive_int("stride", params["stride"]) if params.get("stride") is not None else None
+        stride = params.get("stride")
         limit = self.manifest.max_length
         if stride is not None:
             if stride >= limit:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmptyInputError, InvalidInputError
+from ..parameters import BOOL, TEXT, TEXTS, either, nullable
 from ..pipeline import Options, Pipeline, Prepared, RowOutputs, as_text_list
 from .spec import TaskSpec, logits
 
@@ -18,6 +19,8 @@ SPEC = TaskSpec(
     labelled=True, requires="entailment_label", truncation={},
     sample={"inputs": "The new budget was approved by parliament.",
             "parameters": {"candidate_labels": ["politics", "sport"]}},
+    parameters={"candidate_labels": either(TEXT, TEXTS), "hypothesis_template": TEXT,
+                "multi_label": nullable(BOOL)},
     optimum_class="ORTModelForSequenceClassification")
 
 DEFAULT_TEMPLATE = "This example is {}."
@@ -32,11 +35,10 @@ def entailment_id(label2id: dict[str, int]) -> int:
 
 
 def parse_labels(labels: Any) -> list[str]:
+    """A list of labels, or one comma-separated string of them, as the pipeline takes them."""
     if isinstance(labels, str):
         labels = [label.strip() for label in labels.split(",") if label.strip()]
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise InvalidInputError("candidate_labels must be a string or a list of strings")
-    return labels
+    return list(labels)
 
 
 def valid_template(template: Any) -> bool:
@@ -64,7 +66,6 @@ def scores_for(logits: np.ndarray, multi_label: bool, entail: int) -> np.ndarray
 
 class ZeroShotClassificationPipeline(Pipeline):
     spec = SPEC
-    parameters = frozenset({"candidate_labels", "hypothesis_template", "multi_label"})
 
     def __call__(self, inputs: Any, *args: Any, **params: Any) -> Any:
         """The candidate labels may come second, positionally, as in transformers."""
