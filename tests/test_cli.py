@@ -29,7 +29,7 @@ def test_export_then_predict(model_factory, tmp_path):
     # RoBERTa's small BPE keeps this quick; the XLM-R exports are covered in test_export.py
     model = model_factory("fill-mask", "roberta")
     res = xlmr("export", "--model", str(model), "--task", "fill-mask", "--output", str(out),
-               "--precision", "fp32,int8", "--min-agreement", "0")
+               "--precision", "fp32,int8", "--min-agreement", "0", "--force-optimize")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "model.int8.onnx" in res.stderr and "[1/7] load" in res.stderr  # progress + summary
     res = xlmr("predict", str(out), "Paris is the <mask> of France.", "--param", "top_k=2",
@@ -72,9 +72,13 @@ def test_errors_and_version_load_no_torch(tmp_path):
 
     res = xlmr("--version")
     assert res.returncode == 0 and res.stdout.strip() == f"xlmr-serverless {__version__}"
-    code = ("import sys\nfrom xlmr_serverless.cli import main\n"
-            f"rc = main(['predict', {str(tmp_path / 'none')!r}, 'x'])\n"
-            "heavy = sorted(m for m in ('torch', 'transformers', 'onnx', 'onnxruntime')"
-            " if m in sys.modules)\nprint(rc, heavy)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert res.stdout.split("\n")[0] == "2 []", res.stdout + res.stderr
+    for call in (["predict", str(tmp_path / "none"), "x"],
+                 ["export", "--model", str(tmp_path), "--task", "summarize", "--output",
+                  str(tmp_path / "o")]):
+        code = ("import sys\nfrom xlmr_serverless.cli import main\n"
+                f"rc = main({call!r})\n"
+                "heavy = sorted(m for m in ('torch', 'transformers', 'onnx', 'onnxruntime')"
+                " if m in sys.modules)\nprint(rc, heavy)")
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=ROOT)
+        assert res.stdout.split("\n")[0] == "2 []", res.stdout + res.stderr

@@ -39,11 +39,14 @@ def _json_default(obj: Any) -> Any:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
+    from .export.preflight import preflight
+
+    precisions = tuple(p for chunk in a.precision for p in chunk.split(",") if p) or ("int8",)
+    preflight(a.model, a.task, precisions)  # a mistyped call is refused before torch loads
     from .export.build import ExportOptions, build_bundle
 
-    precisions = tuple(p for chunk in a.precision for p in chunk.split(",") if p)
     build_bundle(a.model, a.task, a.output, ExportOptions(
-        precisions=precisions or ("int8",), max_length=a.max_length, opset=a.opset,
+        precisions=precisions, max_length=a.max_length, opset=a.opset,
         optimize=False if a.no_optimize else True if a.force_optimize else "auto",
         min_agreement=a.min_agreement,
         validation_file=Path(a.validation_file) if a.validation_file else None,
@@ -216,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seq-lens", default="16,128,512")
     b.add_argument("--providers", default="cpu")
     b.add_argument("--rounds", type=int, default=5)
-    b.add_argument("--output", default="benchmarks/results/latest")
+    b.add_argument("--output", help="default: benchmarks/results/<ISA-cpu>/<model>-<task>, "
+                   "one folder per machine")
     b.add_argument("--min-agreement", type=float, default=0.99,
                    help="int8 accuracy gate of the bundle's export (0 for random-weight models)")
     b.add_argument("--threads", type=int, default=0, help="per contender (default: usable CPUs)")

@@ -1,0 +1,21 @@
+"""What an export can be refused for before torch loads (seconds on a cold disk): unknown
+precisions, an unknown task, a local model folder that is not there. The CLI runs it first."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..runtime import precisions as registry
+from ..runtime import tasks
+from .errors import ExportError
+
+
+def preflight(model: str | Path, task: str, precisions: tuple[str, ...]) -> None:
+    """Raise the ExportError the full export would raise for these arguments, cheaply."""
+    bad = [p for p in precisions if p not in registry.REGISTRY]
+    if bad or not precisions:
+        raise ExportError(f"unknown precision {bad}; choose from {', '.join(registry.NAMES)}")
+    if task != "auto" and task not in tasks.names():
+        raise ExportError(f"unknown task {task!r}; tasks: auto, {', '.join(tasks.names())}")
+    looks_local = isinstance(model, Path) or str(model).startswith((".", "/", "~"))
+    if looks_local and not Path(model).expanduser().exists():
+        raise ExportError(f"model folder not found: {model}")
