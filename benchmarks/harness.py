@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from xlmr_serverless.runtime import precisions as registry
+from xlmr_serverless.runtime.cpu import cpu_model, isa
 
 from . import ceiling, report
 from .contenders import file_size
@@ -66,9 +68,31 @@ class Worker:
             self.proc.wait(timeout=30)
 
 
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine_folder() -> str:
+    """benchmarks/results/<this>: the ISA and the CPU's family, e.g. 'avx2-epyc',
+    'avx512_vnni-xeon-platinum-8375c': figures from different folders are never compared."""
+    words = [w for w in re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*|amd|intel", " ",
+                                  cpu_model().lower()).split() if w]
+    return "-".join([isa(), *words[:3]]) or isa()
+
+
+def check_same_machine(folder: Path) -> None:
+    """Refuse to write over results recorded on another ISA (a folder per machine)."""
+    old = folder / "results.json"
+    if old.is_file():
+        recorded = json.loads(old.read_text()).get("machine", {}).get("isa_level")
+        if recorded and recorded != isa():
+            raise SystemExit(f"{folder} holds results recorded on {recorded}; this CPU is "
+                             f"{isa()}: write them to benchmarks/results/{machine_folder()}/")
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "processor": platform.processor()}
+            "cpus": os.cpu_count(), "processor": platform.processor(), "isa_level": isa(),
+            "folder": machine_folder()}
     try:
         text = Path("/proc/cpuinfo").read_text()
         info["cpu_model"] = next(ln.split(":", 1)[1].strip() for ln in text.splitlines()
@@ -168,7 +192,8 @@ class Plan:
                    threads=int(getattr(args, "threads", 0) or len(os.sched_getaffinity(0))),
                    rounds=int(args.rounds),
                    min_agreement=float(getattr(args, "min_agreement", 0.0)),
-                   output=Path(args.output))
+                   output=Path(args.output) if getattr(args, "output", None) else
+                   RESULTS / machine_folder() / f"{Path(str(args.model)).name}-{args.task}")
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -272,6 +297,7 @@ def cold_starts(plan: Plan, bundle: Path) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Export, measure every contender in alternating rounds, cold starts, write the report."""
     plan = Plan.from_args(args)
+    check_same_machine(plan.output)
     plan.output.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="xlmr-bench-"))  # scratch: never inside the results
     info = machine()

@@ -39,7 +39,7 @@ def optimum_int8(result: dict[str, Any]) -> str | None:
 
 def summary(result: dict[str, Any]) -> str:
     case = headline_case(result)
-    parts = [f"{result['task']} @ {case}"]
+    parts = [f"[{result['machine'].get('isa_level', '?')}] {result['task']} @ {case}"]
     for slow in ("pytorch_fp32", optimum_int8(result), "optimum_fp32"):
         r = ratio(result, "bundle_int8", slow, case) if slow else None
         if r is not None:
@@ -60,7 +60,8 @@ def markdown(result: dict[str, Any]) -> str:
     m, cases = result["machine"], result["cases"]
     lines = [f"# {result['task']}: {result['model']}", "",
              f"Machine: {m.get('cpu_model', m.get('processor'))}, {result['threads']} threads, "
-             f"ISA {', '.join(m.get('isa', []))}; {result['rounds']} alternating rounds.", "",
+             f"ISA {m.get('isa_level', '?')} (flags: {', '.join(m.get('isa', []))}); "
+             f"{result['rounds']} alternating rounds.", "",
              "p50 latency in ms (p90 / p99 in results.json); tokens/s at p50.", "",
              "| contender | file MB | peak RSS MB | " + " | ".join(c["name"] for c in cases) +
              " | tokens/s (" + headline_case(result) + ") | " +

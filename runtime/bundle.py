@@ -18,6 +18,7 @@ import numpy as np
 
 from . import precisions as registry
 from .binding import bound_run, use_io_binding
+from .cpu import isa
 from .errors import BundleError, InputTooLongError
 from .manifest import MANIFEST_NAME, Manifest, ModelFile, read_manifest, verify_files
 from .session import choose_provider, create_session
@@ -217,6 +218,11 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
     bind = use_io_binding(io_binding, used)
     log.info("bundle %s: task %s, provider %s, precision %s, io binding %s", manifest.name,
              manifest.task, used, precision, "on" if bind else "off")
+    tuned = (manifest.tuned_on or {}).get("isa")
+    if used == "cpu" and tuned and tuned != isa():
+        log.warning("bundle %s was tuned and judged on %s; this CPU is %s (kernels differ: its "
+                    "timings and int8 rounding may too; re-export on this ISA to tune it)",
+                    manifest.name, tuned, isa())
     return Bundle(folder=folder, manifest=manifest, tokenizer=tokenizer, session=session,
                   provider=used, model_file=model_file,
                   specials=special_ids(manifest.special_tokens),

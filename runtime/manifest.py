@@ -50,6 +50,8 @@ class Manifest:
     parity: dict[str, Any] = dataclasses.field(default_factory=dict)
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     model_id: str | None = None  # the name callers see (never a local path): see `name`
+    # the machine the export tuned and judged on: {"isa": runtime.cpu.isa(), "cpu": model}
+    tuned_on: dict[str, str] | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property

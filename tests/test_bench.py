@@ -72,6 +72,23 @@ def test_bench_smoke(model_factory, tmp_path):
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "out" / "chart.png").stat().st_size > 1000
     assert "int8 bundle" in summary(result)
+    # every figure names its ISA, and a folder keeps one machine's figures
+    from xlmr_serverless.runtime.cpu import isa
+
+    assert saved["machine"]["isa_level"] == isa() and summary(result).startswith(f"[{isa()}]")
+    assert f"ISA {isa()}" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_results_of_another_isa_are_never_overwritten(tmp_path):
+    from benchmarks.harness import check_same_machine, machine_folder
+    from xlmr_serverless.runtime.cpu import isa
+
+    (tmp_path / "results.json").write_text(json.dumps({"machine": {"isa_level": isa()}}))
+    check_same_machine(tmp_path)  # the same ISA: fine
+    (tmp_path / "results.json").write_text(json.dumps({"machine": {"isa_level": "not-" + isa()}}))
+    with pytest.raises(SystemExit, match=f"recorded on not-{isa()}.*{machine_folder()}"):
+        check_same_machine(tmp_path)
+    assert machine_folder().startswith(isa())
 
 
 @needs_torch
