@@ -10,9 +10,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any, Callable
 
 from ..runtime import precisions as registry
+from ..runtime.cpu import cpu_model, isa
 from ..runtime.manifest import (
     TOKENIZER_NAME,
     Manifest,
@@ -24,6 +26,7 @@ from ..runtime.manifest import (
 from ..runtime.tasks.spec import INPUT_NAMES, TaskSpec
 from . import gate, models, onnx_export, optimize, validate, writers
 from .errors import ExportError, ToleranceError
+from .preflight import preflight
 from .tokenizer import save_tokenizer
 
 FP32_ATOL = 1e-4
@@ -36,7 +39,8 @@ class ExportOptions:
     precisions: tuple[str, ...] = ("int8",)
     max_length: int | None = None
     opset: int = 17
-    optimize: bool | str = "auto"  # "auto": keep the fusions only where they measure faster
+    # "auto": fusions kept per precision unless that precision's graph is clearly slower fused
+    optimize: bool | str = "auto"
     min_agreement: float = 0.99
     validation_file: Path | None = None
     # the bundle's files keep their weights in <file>.data: onnxruntime maps that file instead
@@ -119,9 +123,7 @@ def build_bundle(model: str | Path, task: str, output: str | Path,
                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Manifest:
     """Export `model` for `task` into the bundle folder `output`; returns its manifest."""
     opts = options or ExportOptions()
-    bad = [p for p in opts.precisions if p not in registry.REGISTRY]
-    if bad or not opts.precisions:
-        raise ExportError(f"unknown precision {bad}; choose from {', '.join(registry.NAMES)}")
+    preflight(model, task, opts.precisions)
     output = Path(output)
     config = _load_config(model)
     task = models.infer_task(config) if task == "auto" else task
@@ -140,9 +142,6 @@ def build_bundle(model: str | Path, task: str, output: str | Path,
 def _load_config(model: str | Path) -> Any:
     from transformers import AutoConfig
 
-    looks_local = isinstance(model, Path) or str(model).startswith((".", "/", "~"))
-    if looks_local and not Path(model).exists():
-        raise ExportError(f"model folder not found: {model}")
     try:
         return AutoConfig.from_pretrained(str(model))
     except Exception as exc:
@@ -207,8 +206,8 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
         raise ToleranceError(f"fp32 ONNX differs from PyTorch by {cmp.max_abs_diff:.2e} "
                              f"(atol {FP32_ATOL:.0e})")
     done(f"max|diff| {cmp.max_abs_diff:.1e}")
-    fp32, parity = fuse(raw, work / "model.opt.onnx", ref, opts, steps)
-    files = [write_precision(precision, fp32, out, ref, opts, parity, steps)
+    graphs, parity = fuse(raw, work / "model.opt.onnx", ref, opts, steps)
+    files = [write_precision(precision, graphs, out, ref, opts, parity, steps)
              for precision in opts.precisions]
     done = steps("write manifest")
     shutil.rmtree(work)
@@ -242,43 +241,67 @@ def validation_feeds(source: Source, tokenizer_file: Path,
 
 
 def fuse(raw: Path, fused_path: Path, ref: Reference, opts: ExportOptions,
-         steps: Steps) -> tuple[Path, dict[str, Any]]:
-    """onnxruntime's fusions, kept when they match PyTorch and (with optimize="auto") measure
-    faster; returns the fp32 graph to quantize from and the parity record so far."""
+         steps: Steps) -> tuple[dict[str, Path], dict[str, Any]]:
+    """onnxruntime's fusions, offered when they match PyTorch: the graphs each precision may
+    be written from ({"unfused"} or {"unfused", "fused"}) and the parity record so far."""
     parity: dict[str, Any] = {"atol": FP32_ATOL, "reference": "pytorch",
                               "batches": len(ref.feeds), "fused_ops": {}, "optimize": {}}
     if not opts.optimize:
-        return raw, parity
+        return {"unfused": raw}, parity
     done = steps("optimize (onnxruntime transformer fusions)")
     config = ref.source.config
     external = raw.with_name(raw.name + ".data").exists()
     fused = optimize.optimize(raw, fused_path, config.num_attention_heads, config.hidden_size,
                               external)
     cmp = ref.judge(fused_path)
-    timing: dict[str, float] = {}
-    if opts.optimize == "auto":  # forced fusions (--force-optimize) need no timing
-        probe = max(ref.feeds, key=lambda f: f["input_ids"].size)
-        timing = {"unfused_ms": optimize.median_latency_ms(raw, probe),
-                  "fused_ms": optimize.median_latency_ms(fused_path, probe)}
-    keep = True
     if cmp.max_abs_diff > FP32_ATOL:
         steps.log(f"      fused graph off by {cmp.max_abs_diff:.1e}: keeping the unfused one")
-        keep = False
-    elif timing and timing["fused_ms"] >= timing["unfused_ms"]:
-        steps.log(f"      fusions do not help here ({timing['fused_ms']:.1f} ms fused vs "
-                  f"{timing['unfused_ms']:.1f} ms): keeping the unfused graph")
-        keep = False
-    parity.update(fused_ops=fused if keep else {}, optimize=timing)
-    done(", ".join(f"{k} {v}" for k, v in fused.items()) + (
-        f" ({timing['unfused_ms']:.1f} -> {timing['fused_ms']:.1f} ms)" if timing else ""))
-    return (fused_path if keep else raw), parity
+        done()
+        return {"unfused": raw}, parity
+    parity.update(fused_ops=fused)
+    done(", ".join(f"{k} {v}" for k, v in fused.items()))
+    return {"unfused": raw, "fused": fused_path}, parity
 
 
-def write_precision(precision: str, fp32: Path, out: Path, ref: Reference, opts: ExportOptions,
-                    parity: dict[str, Any], steps: Steps) -> ModelFile:
-    """One bundle file through the precision's registered writer, then judged against
-    PyTorch; fp32 must match it within FP32_ATOL."""
+def choose_graph(precision: str, graphs: dict[str, Path], ref: Reference, opts: ExportOptions,
+                 parity: dict[str, Any], work: Path) -> str:
+    """Fused or unfused for this precision, decided on this precision's own graph: both
+    written (the writer's first recipe), timed in alternating rounds, the fusions kept unless
+    clearly slower (optimize.clearly_slower). Where fusions are forced, or the precision is
+    for another provider (not timed here), the fused graph."""
+    if "fused" not in graphs:
+        return "unfused"
+    entry = registry.get(precision)
+    if opts.optimize != "auto" or entry.provider != "cpu":
+        return "fused"
+    files = {}
+    for kind, src in graphs.items():
+        dst = work / f"probe.{kind}.{precision}.onnx"
+        writers.writer_for(entry)(writers.WriteJob(
+            src, dst, opts.external_data, ref.source.spec, ref.source.config, ref.feeds,
+            0.0, lambda line: None))
+        files[kind] = dst
+    probe = max(ref.feeds, key=lambda f: f["input_ids"].size)
+    times = optimize.alternating_ms(files, probe)
+    kept = "unfused" if optimize.clearly_slower(times["fused"], times["unfused"]) else "fused"
+    parity["optimize"][precision] = {"fused_ms": times["fused"], "unfused_ms": times["unfused"],
+                                     "kept": kept, "margin": optimize.MARGIN}
+    for f in work.glob("probe.*"):
+        f.unlink()
+    return kept
+
+
+def write_precision(precision: str, graphs: dict[str, Path], out: Path, ref: Reference,
+                    opts: ExportOptions, parity: dict[str, Any], steps: Steps) -> ModelFile:
+    """One bundle file through the precision's registered writer, from the graph (fused or
+    not) chosen for it, then judged against PyTorch; fp32 must match it within FP32_ATOL."""
     done = steps(precision)
+    kind = choose_graph(precision, graphs, ref, opts, parity, next(iter(graphs.values())).parent)
+    fp32 = graphs[kind]
+    if precision in parity["optimize"]:
+        t = parity["optimize"][precision]
+        steps.log(f"      {kind} graph (median of rounds: fused {median(t['fused_ms']):.1f} ms, "
+                  f"unfused {median(t['unfused_ms']):.1f} ms)")
     name = f"model.{precision}.onnx"
     job = writers.WriteJob(fp32, out / name, opts.external_data, ref.source.spec,
                            ref.source.config, ref.feeds, opts.min_agreement, steps.log)
@@ -295,7 +318,7 @@ def write_precision(precision: str, fp32: Path, out: Path, ref: Reference, opts:
     parity.update(result.parity)
     parity[precision] = cmp.as_dict()
     done(f"{gate.describe(cmp, ref.source.spec.parity)}, max|diff| {cmp.max_abs_diff:.1e}")
-    return _file_entry(out, name, precision, bool(parity["fused_ops"]), result.recipe)
+    return _file_entry(out, name, precision, kind == "fused", result.recipe)
 
 
 def public_id(model: str | Path, given: str | None) -> str:
@@ -325,7 +348,7 @@ def bundle_manifest(source: Source, out: Path, files: tuple[ModelFile, ...],
         problem_type=getattr(config, "problem_type", None),
         sentence_embedding=_sentence_embedding(source.model_id)
         if spec.name == "feature-extraction" else None,
-        parity=parity, versions=_versions(),
+        parity=parity, versions=_versions(), tuned_on={"isa": isa(), "cpu": cpu_model()},
     )
 
 

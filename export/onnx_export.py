@@ -11,6 +11,7 @@ import torch
 from ..runtime.tasks.spec import INPUT_NAMES
 from . import models
 from .models import OnnxWrapper
+from .tied_table import transpose_tied_table
 
 TWO_GB = 2 * 1024**3
 
@@ -49,8 +50,11 @@ def export_onnx(model: torch.nn.Module, task: str, path: Path, mask_token_id: in
     model.eval()  # export restores the wrapper's mode; keep the model in eval for parity
     if external_data is None:
         external_data = model_bytes(model) > TWO_GB
-    if external_data:
-        save_onnx(onnx.load(str(path)), path, external_data=True)
+    proto = onnx.load(str(path))
+    # the tied LM head as x @ W^T, W^T stored once (export/tied_table.py)
+    tied = spec.graph in ("mask_rows", "lm_head") and transpose_tied_table(proto)
+    if external_data or tied:
+        save_onnx(proto, path, external_data=external_data)
     return path
 
 

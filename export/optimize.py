@@ -27,22 +27,44 @@ def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
     return {k: int(v) for k, v in stats.items() if v}
 
 
-def median_latency_ms(path: Path, feed: dict, runs: int = 7, threads: int | None = None) -> float:
-    """Median wall time of one CPU session.run on `feed` (after a warm-up run)."""
+# Fusions stay unless they are clearly slower: slower in every alternating round and by more
+# than this at the median (two single timings once decided a 2% difference both ways).
+MARGIN = 0.05
+
+
+def alternating_ms(paths: dict[str, Path], feed: dict, rounds: int = 5, runs: int = 3,
+                   threads: int | None = None) -> dict[str, list[float]]:
+    """Per-round median ms of one CPU session.run on `feed` for each graph, the graphs taking
+    turns round by round (thread-pool spinning off, so an idle pool slows no other)."""
     import time
 
     import numpy as np
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.median(times))
+    sessions = {}
+    for name, path in paths.items():
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            opts.intra_op_num_threads = threads
+        sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sessions[name].run(None, feed)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, sess in sessions.items():
+            ms = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                sess.run(None, feed)
+                ms.append((time.perf_counter() - t0) * 1000)
+            times[name].append(float(np.median(ms)))
+    return times
+
+
+def clearly_slower(slow: list[float], fast: list[float], margin: float = MARGIN) -> bool:
+    """`slow` lost every round and its median is over `margin` above `fast`'s."""
+    import numpy as np
+
+    return all(a > b for a, b in zip(slow, fast)) and \
+        float(np.median(slow)) > float(np.median(fast)) * (1 + margin)

@@ -21,8 +21,8 @@ class Int8Recipe:
     per_channel: bool = False
     reduce_range: bool = False
     fp32_ffn: str = ""  # "", "out" (down-projections) or "all" (both FFN MatMuls) kept fp32
-    int8_head: bool = True  # tied LM head as an int8 GEMM (int8_tied_head); the last, most
-    # conservative recipe keeps quantize_dynamic's dequantized table instead
+    int8_head: bool = True  # tied LM head as an int8 GEMM (int8_head); the last,
+    # most conservative recipe keeps the head's MatMul in fp32
 
 
 # The known remedies, in order of cost (onnxruntime #9599: int8 MiniLM near random). On CPUs
@@ -85,11 +85,14 @@ def quiet_quantizer() -> Iterator[None]:
 def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
                   hidden: int, intermediate: int) -> tuple[list[str], bool]:
     """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included); returns
-    the MatMuls the recipe kept in fp32 and whether a tied LM head became an int8 GEMM."""
+    the MatMuls the recipe kept in fp32 and whether a tied LM head runs as a u8 x s8 GEMM on
+    the one int8 table the embedding reads too."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    exclude = ffn_matmuls(onnx.load(str(src), load_external_data=False), hidden, intermediate,
-                          recipe.fp32_ffn) if recipe.fp32_ffn else []
+    graph = onnx.load(str(src), load_external_data=False)
+    exclude = ffn_matmuls(graph, hidden, intermediate, recipe.fp32_ffn) if recipe.fp32_ffn else []
+    if not recipe.int8_head:  # the head in fp32 (the embedding Gather stays int8)
+        exclude += tied_head_matmuls(graph)
     with quiet_quantizer():
         quantize_dynamic(
             str(src), str(_fresh(dst)), weight_type=QuantType.QInt8,
@@ -101,7 +104,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     proto = onnx.load(str(dst))
-    head = recipe.int8_head and int8_tied_head(proto)
+    head = recipe.int8_head and int8_head(proto)
     if head:
         from .onnx_export import save_onnx
 
@@ -109,89 +112,82 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
     return exclude, head
 
 
-@dataclasses.dataclass
-class TiedHead:
-    """A DequantizeLinear of a per-tensor 8-bit 2-D table whose every consumer is a MatMul
-    taking it as the left operand: the tied LM head (W @ h^T) after quantize_dynamic."""
-
-    dequantize: onnx.NodeProto
-    table: onnx.TensorProto
-    scale: onnx.TensorProto
-    zero: onnx.TensorProto | None
-    matmuls: list[onnx.NodeProto]
+def tied_head_matmuls(proto: onnx.ModelProto) -> list[str]:
+    """The MatMuls whose constant weight the embedding Gather also reads: the tied LM head,
+    written x @ T by export/tied_table.py."""
+    inits = {i.name for i in proto.graph.initializer}
+    gathered = {n.input[0] for n in proto.graph.node if n.op_type == "Gather"} & inits
+    return [n.name for n in proto.graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in gathered]
 
 
-def find_tied_heads(proto: onnx.ModelProto) -> list[TiedHead]:
-    from onnx import TensorProto
-
-    inits = {i.name: i for i in proto.graph.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in proto.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    found = []
-    for dq in (n for n in proto.graph.node if n.op_type == "DequantizeLinear"):
-        users = consumers.get(dq.output[0], [])
-        w, scale, zero = (inits.get(x) for x in (list(dq.input) + [""] * 3)[:3])
-        if (w is None or w.data_type not in (TensorProto.INT8, TensorProto.UINT8)
-                or len(w.dims) != 2 or scale is None
-                or len(scale.dims) or (zero is not None and len(zero.dims))
-                or not users or any(u.op_type != "MatMul" or u.input[0] != dq.output[0]
-                                    for u in users)):
-            continue
-        found.append(TiedHead(dq, w, scale, zero, users))
-    return found
-
-
-def int8_head_nodes(p: str, head: TiedHead, x: str,
-                    outputs: list[str]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """W (int8, as stored) @ q(x), x quantized per column to 7 bits, rescaled to fp32."""
+def seven_bit_nodes(p: str, x: str, outputs: list[str]) -> tuple[list[onnx.NodeProto],
+                                                                  list[onnx.TensorProto]]:
+    """DynamicQuantizeLinear's contract (x -> u8 values, scale, zero point; zero exactly
+    representable) with 128 levels instead of 256: u8 values in [0, 127]. AVX2 (no VNNI) adds
+    u8 x s8 products in pairs in int16: 255 x 128 x 2 saturates, 127 x 128 x 2 does not."""
     from onnx import TensorProto, helper
 
+    q, scale, zero = outputs
     nodes = [
-        helper.make_node("Abs", [x], [f"{p}_abs"]),
-        # one scale per column of h^T, i.e. per <mask> row (or position)
-        helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-2], keepdims=1),
-        helper.make_node("Div", [f"{p}_max", f"{p}_63"], [f"{p}_s0"]),
-        helper.make_node("Max", [f"{p}_s0", f"{p}_eps"], [f"{p}_scale"]),
-        helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_div"]),
-        helper.make_node("Round", [f"{p}_div"], [f"{p}_round"]),
-        helper.make_node("Cast", [f"{p}_round"], [f"{p}_q"], to=TensorProto.INT8),
-        helper.make_node("MatMulInteger", [head.table.name, f"{p}_q",
-                                           head.zero.name if head.zero is not None else "",
-                                           f"{p}_zero"], [f"{p}_i32"]),
-        helper.make_node("Cast", [f"{p}_i32"], [f"{p}_f"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", [head.scale.name, f"{p}_scale"], [f"{p}_ws"]),
-        helper.make_node("Mul", [f"{p}_f", f"{p}_ws"], outputs),
+        helper.make_node("ReduceMin", [x], [f"{p}_min0"], keepdims=0),
+        helper.make_node("ReduceMax", [x], [f"{p}_max0"], keepdims=0),
+        helper.make_node("Min", [f"{p}_min0", f"{p}_0"], [f"{p}_min"]),
+        helper.make_node("Max", [f"{p}_max0", f"{p}_0"], [f"{p}_max"]),
+        helper.make_node("Sub", [f"{p}_max", f"{p}_min"], [f"{p}_range"]),
+        helper.make_node("Div", [f"{p}_range", f"{p}_127"], [f"{p}_s0"]),
+        helper.make_node("Max", [f"{p}_s0", f"{p}_eps"], [scale]),
+        helper.make_node("Div", [f"{p}_min", scale], [f"{p}_nz"]),
+        helper.make_node("Neg", [f"{p}_nz"], [f"{p}_z0"]),
+        helper.make_node("Round", [f"{p}_z0"], [f"{p}_zr"]),
+        helper.make_node("Clip", [f"{p}_zr", f"{p}_0", f"{p}_127"], [f"{p}_zf"]),
+        helper.make_node("Cast", [f"{p}_zf"], [zero], to=TensorProto.UINT8),
+        helper.make_node("Div", [x, scale], [f"{p}_xs"]),
+        helper.make_node("Round", [f"{p}_xs"], [f"{p}_xr"]),
+        helper.make_node("Add", [f"{p}_xr", f"{p}_zf"], [f"{p}_xz"]),
+        helper.make_node("Clip", [f"{p}_xz", f"{p}_0", f"{p}_127"], [f"{p}_xc"]),
+        helper.make_node("Cast", [f"{p}_xc"], [q], to=TensorProto.UINT8),
     ]
-    inits = [numpy_helper.from_array(np.array(63, np.float32), f"{p}_63"),
-             numpy_helper.from_array(np.array(1e-12, np.float32), f"{p}_eps"),
-             numpy_helper.from_array(np.array(0, np.int8), f"{p}_zero")]
+    inits = [numpy_helper.from_array(np.array(v, np.float32), f"{p}_{n}")
+             for n, v in (("0", 0.0), ("127", 127.0), ("eps", 1e-12))]
     return nodes, inits
 
 
-def int8_tied_head(proto: onnx.ModelProto) -> bool:
-    """Run the tied LM head (W @ h^T, W the int8 embedding table) as an int8 GEMM.
-
-    quantize_dynamic leaves it as DequantizeLinear(W) -> MatMul, which writes the whole table
-    out in fp32 on every run (250k x 768: 768 MB, 120 ms for one mask where fp32 takes 38).
-    Here h^T is quantized per run, one scale per row of h, symmetric (onnxruntime's 8-bit-A
-    GEMMs want an int8 B) and to 7 bits: without VNNI the u8*s8 kernels add pairs in int16,
-    and 255*127*2 saturates where 255*63*2 does not (the reason for reduce_range). MatMulInteger
-    then reads W as it is stored: no fp32 copy. The accuracy gate judges the result as for any
-    recipe. True if rewritten."""
-    heads = find_tied_heads(proto)
-    for head in heads:
-        for k, mm in enumerate(head.matmuls):
-            nodes, inits = int8_head_nodes(f"{mm.name or head.dequantize.name}_int8head{k}",
-                                           head, mm.input[1], list(mm.output))
-            proto.graph.initializer.extend(inits)
-            at = list(proto.graph.node).index(mm)
-            proto.graph.node.remove(mm)
-            for j, node in enumerate(nodes):
-                proto.graph.node.insert(at + j, node)
-        proto.graph.node.remove(head.dequantize)
-    return bool(heads)
+def int8_head(proto: onnx.ModelProto) -> bool:
+    """The tied head (x @ T, T read by the embedding Gather too) as the u8 x s8 GEMM with a
+    constant, prepacked weight that AVX2, AVX-512 VNNI and ARM dot-product kernels are built
+    for. quantize_dynamic stores the shared table once as the Gather's uint8, which makes the
+    head u8 x u8: the table and its zero point shift by -128 to int8 (q - z unchanged, the
+    embedding rows identical), and the head's activations are quantized to 7 bits so that no
+    ISA's int16 pair sums saturate (seven_bit_nodes). True if a head was rewritten."""
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    gathered = {n.input[0] for n in graph.node if n.op_type == "Gather"}
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    done = False
+    for k, node in enumerate([n for n in graph.node if n.op_type == "MatMulInteger"]):
+        table = inits.get(node.input[1])
+        zero = inits.get(node.input[3]) if len(node.input) > 3 else None
+        dql = producer.get(node.input[0])
+        if table is None or table.name not in gathered or zero is None or dql is None \
+                or dql.op_type != "DynamicQuantizeLinear" or readers[dql.output[0]] != 1:
+            continue
+        if table.data_type == onnx.TensorProto.UINT8:
+            for t in (table, zero):
+                shifted = (numpy_helper.to_array(t).astype(np.int16) - 128).astype(np.int8)
+                t.CopyFrom(numpy_helper.from_array(shifted, t.name))
+        nodes, extra = seven_bit_nodes(f"head7bit{k}", dql.input[0], list(dql.output))
+        at = list(graph.node).index(dql)
+        graph.node.remove(dql)
+        for j, n in enumerate(nodes):
+            graph.node.insert(at + j, n)
+        graph.initializer.extend(extra)
+        done = True
+    return done
 
 
 def convert_fp16(src: Path, dst: Path, external_data: bool) -> None:
