@@ -25,6 +25,7 @@ from xlmr_serverless.runtime.cpu import cpu_model, isa
 from . import ceiling, report
 from .contenders import file_size
 from .inputs import write_cases
+from .phases import handler_phases
 
 PAUSE_S = 0.2
 
@@ -142,17 +143,24 @@ def cold_start(kind: str, bundle: Path, model: str, task: str, text: Any) -> dic
         "transformers_pipeline": (f"from transformers import pipeline\n"
                                   f"p = pipeline({task!r}, model={model!r})\np({text!r})"),
     }
+    scripts["lambda_handler_1vcpu"] = scripts["lambda_handler"]
     code = scripts[kind] + ("\nimport sys\nfrom benchmarks.worker import peak_rss_mb\n"
                             "sys.stderr.write('PEAK %f\\n' % peak_rss_mb())")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
            "BUNDLE_DIR": str(bundle), "POWERTOOLS_METRICS_NAMESPACE": "bench"}
+    # Lambda gives a ~1,769 MB function one vCPU: the same cold start pinned to one core
+    pin = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] \
+        if kind.endswith("_1vcpu") and shutil.which("taskset") else []
+    if kind.endswith("_1vcpu") and not pin:
+        return {"error": "taskset not found"}
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    res = subprocess.run([*pin, sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env)
     elapsed = time.perf_counter() - t0
     if res.returncode != 0:
         return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
     peak = float(next(ln.split()[1] for ln in res.stderr.splitlines() if ln.startswith("PEAK")))
-    return {"seconds": elapsed, "peak_rss_mb": peak}
+    return {"seconds": elapsed, "peak_rss_mb": peak, **handler_phases(res.stdout)}
 
 
 def accuracy(ref: np.ndarray, got: np.ndarray, task: str) -> dict[str, Any]:
@@ -220,6 +228,15 @@ def export_bundle(plan: Plan, work: Path) -> tuple[Path, list[dict[str, Any]], d
                         [min(s, manifest.max_length) for s in plan.seq_lens], plan.task,
                         work / "cases")
     return bundle, cases, specials
+
+
+def export_record(bundle: Path) -> dict[str, Any]:
+    """What the export decided, from the bundle's manifest: each file's recipe and fusions,
+    the gate's figures per recipe tried, the fusion timings, the ISA it was tuned on."""
+    m = json.loads((bundle / "manifest.json").read_text())
+    return {"files": [{k: f.get(k) for k in ("path", "precision", "size", "recipe", "optimized")}
+                      for f in m["files"]],
+            "parity": m.get("parity", {}), "tuned_on": m.get("tuned_on")}
 
 
 def contender_specs(plan: Plan, bundle: Path, cases: list[dict[str, Any]],
@@ -290,7 +307,8 @@ def cold_starts(plan: Plan, bundle: Path) -> dict[str, Any]:
         plan.task, "XLM-R runs on AWS Lambda.")
     sys.stderr.write("cold starts ...\n")
     return {k: cold_start(k, bundle, plan.model, plan.task, text)
-            for k in ("runtime", "lambda_handler", "transformers_pipeline")
+            for k in ("runtime", "lambda_handler", "lambda_handler_1vcpu",
+                      "transformers_pipeline")
             if text is not None or k == "lambda_handler"}
 
 
@@ -311,6 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "cases": [{k: c[k] for k in ("name", "batch", "seq")} for c in cases],
               "accuracy_case": acc_case, "contenders": results, "missing": missing,
               "cold_start": cold_starts(plan, bundle),
+              "bundle_export": export_record(bundle),
               "ceiling": ceiling.gemm_ceiling(threads=plan.threads),
               "encoder_config": {k: config[k] for k in ("hidden_size", "intermediate_size",
                                                          "num_hidden_layers")} if config else None}

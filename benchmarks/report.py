@@ -83,6 +83,25 @@ def markdown(result: dict[str, Any]) -> str:
     for k, v in result["cold_start"].items():
         lines.append(f"- {k}: " + (f"{v['seconds']:.2f} s, peak RSS {v['peak_rss_mb']:.0f} MB"
                                    if "seconds" in v else v.get("error", "?")))
+        if v.get("phases"):  # the handler's own first log line
+            lines.append("  - phases (ms; tokenizer, session and verify overlap): " + ", ".join(
+                f"{name} {ms:.0f}" for name, ms in v["phases"].items()))
+    export = result.get("bundle_export")
+    if export:
+        lines += ["", "The bundle's export decided (manifest):", ""]
+        for f in export["files"]:
+            timing = export["parity"].get("optimize", {}).get(f["precision"])
+            lines.append(f"- {f['path']}: {f['size'] / 1e6:.1f} MB, recipe {f['recipe'] or '-'}, "
+                         f"{'fused' if f['optimized'] else 'unfused'}" + (
+                             f" (fused {np.median(timing['fused_ms']):.1f} ms vs unfused "
+                             f"{np.median(timing['unfused_ms']):.1f} ms, median of rounds)"
+                             if timing else ""))
+        for t in export["parity"].get("int8_recipes_tried", []):
+            lines.append(f"- int8 recipe {t['recipe']}: top-1 {t['top1_agreement']:.3f} on "
+                         f"{t.get('judged_rows', '?')} rows ({t.get('near_ties', 0)} near ties)"
+                         + (f", top-5 overlap {t['topk_overlap']:.3f}, score error "
+                            f"{t['score_error']:.4f}" if "topk_overlap" in t else "")
+                         + (f": rejected, {t['rejected']}" if t.get("rejected") else ": kept"))
     ceil = result["ceiling"]
     lines += ["", f"Machine ceiling (onnxruntime GEMM 1024^3): fp32 {ceil['fp32_gflops']:.1f} "
               f"GFLOP/s, int8 {ceil['int8_gops']:.1f} GOP/s."]

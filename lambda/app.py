@@ -44,27 +44,32 @@ logger = Logger(service="xlmr-serverless", log_uncaught_exceptions=True,
 metrics = Metrics(namespace="xlmr-serverless", service="xlmr-serverless")
 
 
-def load_service(settings: Settings) -> Service:
-    """Load the bundle (image folder or S3); a failure is logged once and answered as 500s."""
+def load_service(settings: Settings, imports_ms: float | None = None) -> Service:
+    """Load the bundle (image folder or S3); a failure is logged once and answered as 500s.
+    The first line logged says where the cold start went: imports (`imports_ms`, measured by
+    the caller), the S3 download, and the bundle's phases (runtime/bundle.py: manifest,
+    onnxruntime import, tokenizer, session and verification side by side)."""
     from ..runtime import load
 
     t0 = time.perf_counter()
-    logger.info("loading bundle", extra={"bundle_dir": str(settings.bundle_dir),
-                                         "model_s3_uri": settings.model_s3_uri})
+    phases: dict[str, float] = {} if imports_ms is None else {"imports": round(imports_ms, 1)}
     try:
         folder = settings.bundle_dir
         if settings.model_s3_uri:
             from .s3 import fetch_bundle
 
             folder = fetch_bundle(settings.model_s3_uri)
+            phases["s3_download"] = round((time.perf_counter() - t0) * 1000, 1)
         pipe = load(folder, provider=settings.provider, precision=settings.precision,
                     verify=settings.verify, batch_size=settings.batch_size,
                     io_binding=settings.io_binding, budget=settings.budget)
     except Exception as exc:  # logged with its cause; requests then get a clear 500
-        logger.exception("bundle failed to load", extra={"error": str(exc)})
+        logger.exception("bundle failed to load", extra={"error": str(exc), "init_ms": phases})
         return Service(None, settings.max_inputs, load_error=exc)
+    phases.update(pipe.bundle.timings)
     logger.info("bundle loaded", extra={**pipe.describe(), "io_binding": pipe.io_binding,
-                                        "load_ms": round((time.perf_counter() - t0) * 1000, 1)})
+                                        "load_ms": round((time.perf_counter() - t0) * 1000, 1),
+                                        "init_ms": phases})
     return Service(pipe, settings.max_inputs)
 
 
@@ -220,6 +225,7 @@ class Handler:
 
     def __init__(self, service: Service, settings: Settings) -> None:
         self.service, self.settings = service, settings
+        self.first = True  # the first request's time completes the cold start's figures
         self.apps = {"rest": build_app(service, settings, APIGatewayRestResolver),
                      "http": build_app(service, settings, APIGatewayHttpResolver),
                      "url": build_app(service, settings, LambdaFunctionUrlResolver)}
@@ -232,9 +238,14 @@ class Handler:
                 if not isinstance(event, dict):
                     raise HttpError(400, "bad_event", "event must be a JSON object")
                 kind = event_kind(event)
-                if kind == "direct":
-                    return self.direct(event, context)
-                return self.apps[kind].resolve(event, context)
+                t0 = time.perf_counter()
+                answer = self.direct(event, context) if kind == "direct" else \
+                    self.apps[kind].resolve(event, context)
+                if self.first:
+                    self.first = False
+                    logger.info("first request", extra={
+                        "first_request_ms": round((time.perf_counter() - t0) * 1000, 1)})
+                return answer
             except Exception as exc:  # a malformed event, or a failure outside the routes
                 status, payload = error_body(exc, request_id)
                 if status >= 500:
@@ -251,7 +262,7 @@ class Handler:
             return {"statusCode": status, **payload}
 
 
-def make_handler(settings: Settings) -> Handler:
+def make_handler(settings: Settings, imports_ms: float | None = None) -> Handler:
     lambda_safe_environment()
     logging.getLogger("xlmr.runtime").setLevel(logging.INFO)
-    return Handler(load_service(settings), settings)
+    return Handler(load_service(settings, imports_ms), settings)

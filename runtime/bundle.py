@@ -10,9 +10,10 @@ import json
 import logging
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from .session import choose_provider, create_session
 from .tokenization import TextTokenizer, pad_batch, special_ids
 
 log = logging.getLogger("xlmr.runtime")
+T = TypeVar("T")
 
 @dataclasses.dataclass
 class Usage:
@@ -45,6 +47,9 @@ class Bundle:
     specials: dict[str, int]
     input_names: tuple[str, ...]
     io_binding: bool = False  # inputs/outputs bound on the device (CUDA by default)
+    # how long each phase of the load took, ms (tokenizer, session and verify overlap: see
+    # open_bundle); `load` is the whole, wall clock
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
     _meters: threading.local = dataclasses.field(default_factory=threading.local, repr=False)
 
     @property
@@ -189,10 +194,14 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
                 io_binding: bool | None = None) -> Bundle:
     """Load a bundle folder. `verify` checks sha256 of every file (sizes are always checked);
     `io_binding` None binds inputs and outputs on the device where that pays (CUDA)."""
+    t0 = time.perf_counter()
     folder = Path(folder)
     manifest = read_manifest(folder)  # checked against its digest
     verify_files(manifest, folder, full=False)  # every file there, at its size
+    timings = {"manifest": _ms(t0)}
+    t = time.perf_counter()
     import onnxruntime as ort  # after the cheap checks: a bad folder is reported at once
+    timings["import_onnxruntime"] = _ms(t)
     want = choose_provider(provider, ort.get_available_providers())
     precision = precision or registry.preferred(manifest.precisions, want)
     model_file = manifest.file_for(precision)
@@ -202,15 +211,19 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
                     precision, registry.preferred(manifest.precisions, "cuda"))
     # the sha256 of every file runs beside the two slow loads (hashlib lets go of the GIL),
     # and nothing is served unless it passed
+    t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=3) as pool:
-        hashed = pool.submit(verify_once, manifest, folder) if verify else None
-        tok = pool.submit(TextTokenizer, folder / manifest.tokenizer["file"],
+        hashed = pool.submit(_timed, verify_once, manifest, folder) if verify else None
+        tok = pool.submit(_timed, TextTokenizer, folder / manifest.tokenizer["file"],
                           manifest.tokenizer.get("clean_up_tokenization_spaces", False))
-        sess = pool.submit(create_session, folder / model_file.path, want, threads,
+        sess = pool.submit(_timed, create_session, folder / model_file.path, want, threads,
                            provider == "cuda")
-        tokenizer, (session, used) = tok.result(), sess.result()
+        (tokenizer, timings["tokenizer"]), ((session, used), timings["session"]) = \
+            tok.result(), sess.result()
         if hashed is not None:
-            hashed.result()
+            rehashed, ms = hashed.result()
+            timings["verify" if rehashed else "verify_marker"] = ms
+    timings["overlapped"] = _ms(t)  # tokenizer, session and verify side by side
     if used != want and meant_for == "cuda":
         raise BundleError(f"the {precision} file is for CUDA; on CPU load precision "
                           f"{registry.preferred(manifest.precisions, 'cpu')}")
@@ -223,7 +236,19 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
         log.warning("bundle %s was tuned and judged on %s; this CPU is %s (kernels differ: its "
                     "timings and int8 rounding may too; re-export on this ISA to tune it)",
                     manifest.name, tuned, isa())
+    timings["load"] = _ms(t0)
     return Bundle(folder=folder, manifest=manifest, tokenizer=tokenizer, session=session,
                   provider=used, model_file=model_file,
                   specials=special_ids(manifest.special_tokens),
-                  input_names=tuple(i.name for i in session.get_inputs()), io_binding=bind)
+                  input_names=tuple(i.name for i in session.get_inputs()), io_binding=bind,
+                  timings=timings)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 1)
+
+
+def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """fn(*args) and how long it took, ms (for the phases of a cold start)."""
+    t = time.perf_counter()
+    return fn(*args), _ms(t)

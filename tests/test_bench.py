@@ -64,7 +64,11 @@ def test_bench_smoke(model_factory, tmp_path):
         assert set(c["accuracy_vs_pytorch_fp32"]) >= {"max_abs_diff", "top1_agreement"}, name
         assert c["peak_rss_mb"] < 3000
     assert saved["contenders"]["bundle_fp32"]["accuracy_vs_pytorch_fp32"]["max_abs_diff"] < 1e-3
-    assert {"runtime", "lambda_handler", "transformers_pipeline"} == set(saved["cold_start"])
+    assert {"runtime", "lambda_handler", "lambda_handler_1vcpu", "transformers_pipeline"} == \
+        set(saved["cold_start"])
+    assert {"imports", "tokenizer", "session", "load", "first_request"} <= \
+        set(saved["cold_start"]["lambda_handler"]["phases"])  # the handler's own figures
+    assert any(f["recipe"] for f in saved["bundle_export"]["files"])  # what export decided
     assert all("seconds" in v for v in saved["cold_start"].values()), saved["cold_start"]
     bad = [(p, v) for p, v in finite_numbers(saved) if not math.isfinite(v)]
     assert not bad, bad

@@ -297,6 +297,32 @@ def test_logs_are_structured_and_hold_no_input_text(handlers, capfd):
     assert not any("secret words" in json.dumps(x) for x in lines)
 
 
+def test_the_cold_start_is_logged_phase_by_phase(bundle_factory, capfd):
+    """The first log line says where init went (imports, manifest, onnxruntime import,
+    tokenizer, session and verification, which overlap, and the whole), the first request's
+    time follows once; `benchmarks.harness.handler_phases` reads the same lines."""
+    from benchmarks.phases import handler_phases
+    from xlmr_serverless.aws_lambda.app import make_handler
+    from xlmr_serverless.aws_lambda.config import Settings
+
+    capfd.readouterr()
+    settings = dataclasses.replace(Settings.from_env({}),
+                                   bundle_dir=bundle_factory("feature-extraction"))
+    fe = make_handler(settings, imports_ms=12.5)
+    for _ in range(2):
+        call(fe, http_event("POST", "/embed", json.dumps({"inputs": "x"})))
+    out = capfd.readouterr().out
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    loaded = next(x for x in lines if x.get("message") == "bundle loaded")
+    phases = loaded["init_ms"]
+    assert lines.index(loaded) == 0 and phases["imports"] == 12.5
+    assert {"manifest", "import_onnxruntime", "tokenizer", "session", "overlapped",
+            "load"} <= set(phases) and ({"verify", "verify_marker"} & set(phases))
+    assert max(phases["tokenizer"], phases["session"]) <= phases["overlapped"] <= phases["load"]
+    assert len([x for x in lines if x.get("message") == "first request"]) == 1  # once
+    assert handler_phases(out)["phases"]["first_request"] > 0
+
+
 def test_bundle_from_s3(embed_bundle, tmp_path):
     boto3 = pytest.importorskip("boto3")
     moto = pytest.importorskip("moto")

@@ -16,7 +16,8 @@ SAM_PY = ROOT / ".venv-sam/bin/python"
 CHOICES = {
     "iam": {"AuthType": "AWS_IAM", "EnableRestApi": "true", "RestApiKeys": "true",
             "ModelBucket": "models", "ReservedConcurrency": "5"},
-    "jwt": {"AuthType": "JWT", "JwtIssuer": "https://issuer.example", "JwtAudience": "client-1"},
+    "jwt": {"AuthType": "JWT", "JwtIssuer": "https://issuer.example", "JwtAudience": "client-1",
+            "ProvisionedConcurrency": "2"},
     "open": {"AuthType": "NONE", "EnableRestApi": "true", "ModelBucket": "models",
              "ModelPrefix": "team/v1"},
 }
@@ -156,3 +157,19 @@ def test_function_limits_logs_storage_and_s3_policy(rendered):
         "s3:GetObject" not in json.dumps(rendered["jwt"]["InferenceFunctionRole"])
     assert open_["InferenceFunction"]["Properties"]["Environment"]["Variables"]["MODEL_S3_URI"] \
         == {"Fn::Sub": "s3://${ModelBucket}/${ModelPrefix}/"}
+
+
+def test_provisioned_concurrency_is_a_parameter_off_by_default(rendered):
+    """On the `live` alias every deploy publishes (what provisioned concurrency needs), and
+    the APIs call that alias, so the warm instances are the ones that answer."""
+    def alias(resources):
+        return next(v["Properties"] for v in resources.values()
+                    if isinstance(v, dict) and v.get("Type") == "AWS::Lambda::Alias")
+
+    assert alias(rendered["jwt"])["Name"] == "live"
+    assert alias(rendered["jwt"])["ProvisionedConcurrencyConfig"] == \
+        {"ProvisionedConcurrentExecutions": "2"}
+    for off in ("iam", "open"):
+        assert "ProvisionedConcurrencyConfig" not in alias(rendered[off])
+    integrations = json.dumps(http_api_body(rendered["jwt"]))
+    assert "InferenceFunctionAliaslive" in integrations
