@@ -234,7 +234,8 @@ def export_record(bundle: Path) -> dict[str, Any]:
     """What the export decided, from the bundle's manifest: each file's recipe and fusions,
     the gate's figures per recipe tried, the fusion timings, the ISA it was tuned on."""
     m = json.loads((bundle / "manifest.json").read_text())
-    return {"files": [{k: f.get(k) for k in ("path", "precision", "size", "recipe", "optimized")}
+    return {"files": [{**{k: f.get(k) for k in ("path", "precision", "recipe", "optimized")},
+                       "size": f["size"] + sum(e["size"] for e in f.get("external_data", []))}
                       for f in m["files"]],
             "parity": m.get("parity", {}), "tuned_on": m.get("tuned_on")}
 

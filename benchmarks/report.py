@@ -91,13 +91,15 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "The bundle's export decided (manifest):", ""]
         for f in export["files"]:
             timing = export["parity"].get("optimize", {}).get(f["precision"])
-            lines.append(f"- {f['path']}: {f['size'] / 1e6:.1f} MB, recipe {f['recipe'] or '-'}, "
+            lines.append(f"- {f['path']}: recipe {f['recipe'] or '-'}, "
                          f"{'fused' if f['optimized'] else 'unfused'}" + (
                              f" (fused {np.median(timing['fused_ms']):.1f} ms vs unfused "
                              f"{np.median(timing['unfused_ms']):.1f} ms, median of rounds)"
                              if timing else ""))
+        measure = "cosine agreement" if export["parity"].get("int8_gate", {}).get(
+            "measure") == "cosine" else "top-1"
         for t in export["parity"].get("int8_recipes_tried", []):
-            lines.append(f"- int8 recipe {t['recipe']}: top-1 {t['top1_agreement']:.3f} on "
+            lines.append(f"- int8 recipe {t['recipe']}: {measure} {t['top1_agreement']:.3f} on "
                          f"{t.get('judged_rows', '?')} rows ({t.get('near_ties', 0)} near ties)"
                          + (f", top-5 overlap {t['topk_overlap']:.3f}, score error "
                             f"{t['score_error']:.4f}" if "topk_overlap" in t else "")
