@@ -48,6 +48,8 @@ class ExportOptions:
     external_data: bool = True
     trace_external_data: bool | None = None  # export's own files; None: when over 2 GB
     model_id: str | None = None  # the public name (default: hub id, or the folder's name)
+    trim_corpus: Path | None = None  # keep only the pieces this text needs (export/trim.py)
+    keep_top: int = 0  # ... plus the N best-scored pieces
 
 
 class Steps:
@@ -158,6 +160,7 @@ class Source:
     model: Any  # the torch module, eval mode
     tokenizer: dict[str, Any]  # what save_tokenizer returned
     max_length: int
+    vocabulary: dict[str, Any] | None = None  # what a vocabulary trim kept, and its coverage
 
     @property
     def mask_id(self) -> int | None:
@@ -227,7 +230,35 @@ def load_source(model_id: str | Path, task: str, config: Any, out: Path,
     pad_id = config.pad_token_id if config.pad_token_id is not None else 1
     limit = config.max_position_embeddings - pad_id - 1
     max_length = min(x for x in (limit, opts.max_length, tok_info["model_max_length"]) if x)
-    return Source(model_id, models.spec(task), config, model, tok_info, int(max_length))
+    vocabulary = trim_vocabulary(out / TOKENIZER_NAME, model, config, tok_info, opts) \
+        if opts.trim_corpus else None
+    return Source(model_id, models.spec(task), config, model, tok_info, int(max_length),
+                  vocabulary)
+
+
+def trim_vocabulary(tokenizer_file: Path, model: Any, config: Any, tok_info: dict[str, Any],
+                    opts: ExportOptions) -> dict[str, Any]:
+    """Cut the bundle's tokenizer, the model's embedding (and tied head) and the special ids
+    to the pieces the corpus needs; returns what the manifest says of it."""
+    import json
+
+    from . import trim
+
+    assert opts.trim_corpus is not None
+    data = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+    corpus = trim.corpus_lines(opts.trim_corpus)
+    kept = trim.choose(data, corpus, opts.keep_top)
+    tokenizer_file.write_text(json.dumps(trim.tokenizer(data, kept), ensure_ascii=False),
+                              encoding="utf-8")
+    trim.model(model, kept)
+    trim.remap_config(config, kept)
+    for special in tok_info["special_tokens"].values():
+        special["id"] = kept.new_id(special["id"])
+    held_out = validate.read_texts(opts.validation_file)
+    return {"kept": len(kept.kept), "of": kept.total, "corpus_lines": len(corpus),
+            "keep_top": opts.keep_top, "held_out_coverage": trim.coverage(data, kept, held_out),
+            "held_out": "the validation file" if opts.validation_file else
+            "the built-in multilingual sentences"}
 
 
 def validation_feeds(source: Source, tokenizer_file: Path,
@@ -349,6 +380,7 @@ def bundle_manifest(source: Source, out: Path, files: tuple[ModelFile, ...],
         sentence_embedding=_sentence_embedding(source.model_id)
         if spec.name == "feature-extraction" else None,
         parity=parity, versions=_versions(), tuned_on={"isa": isa(), "cpu": cpu_model()},
+        vocabulary=source.vocabulary,
     )
 
 

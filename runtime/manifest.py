@@ -52,6 +52,8 @@ class Manifest:
     model_id: str | None = None  # the name callers see (never a local path): see `name`
     # the machine the export tuned and judged on: {"isa": runtime.cpu.isa(), "cpu": model}
     tuned_on: dict[str, str] | None = None
+    # a trimmed vocabulary: pieces kept of how many, the corpus, coverage on held-out text
+    vocabulary: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property

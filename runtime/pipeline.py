@@ -127,7 +127,8 @@ class Pipeline:
         m, f = self.manifest, self.bundle.model_file
         return {"model": m.name, "task": m.task, "architecture": m.architecture,
                 "provider": self.provider, "precision": f.precision, "bundle_sha256": f.sha256,
-                "max_length": m.max_length}
+                "max_length": m.max_length,
+                **({"vocabulary": m.vocabulary} if m.vocabulary else {})}
 
     def tokenize(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict[str, Any]]]:
         """Each text's tokens as TEI's /tokenize lists them: id, piece, whether special, and

@@ -50,7 +50,8 @@ def cmd_export(a: argparse.Namespace) -> None:
         optimize=False if a.no_optimize else True if a.force_optimize else "auto",
         min_agreement=a.min_agreement,
         validation_file=Path(a.validation_file) if a.validation_file else None,
-        external_data=not a.inline_weights, model_id=a.model_id))
+        external_data=not a.inline_weights, model_id=a.model_id,
+        trim_corpus=Path(a.trim_vocab) if a.trim_vocab else None, keep_top=a.keep_top))
 
 
 def cmd_convert(a: argparse.Namespace) -> None:
@@ -174,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the fusions even where they do not measure faster")
     e.add_argument("--min-agreement", type=float, default=0.99)
     e.add_argument("--validation-file", help="text file, one input a line (accuracy gate)")
+    e.add_argument("--trim-vocab", metavar="CORPUS",
+                   help="keep only the vocabulary pieces this text (one input a line) needs: "
+                        "a smaller embedding, head and tokenizer (Unigram / XLM-R)")
+    e.add_argument("--keep-top", type=int, default=0,
+                   help="with --trim-vocab, also keep the N best-scored pieces")
     e.add_argument("--inline-weights", action="store_true",
                    help="one .onnx file per precision (default: weights in <file>.data, which "
                         "onnxruntime maps: faster, leaner cold start)")
