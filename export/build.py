@@ -254,11 +254,15 @@ def trim_vocabulary(tokenizer_file: Path, model: Any, config: Any, tok_info: dic
     trim.remap_config(config, kept)
     for special in tok_info["special_tokens"].values():
         special["id"] = kept.new_id(special["id"])
-    held_out = validate.read_texts(opts.validation_file)
+    seen = set(corpus)  # held out means not in the corpus: coverage there would be 1 by design
+    held_out = [t for t in validate.read_texts(opts.validation_file) if t not in seen]
     return {"kept": len(kept.kept), "of": kept.total, "corpus_lines": len(corpus),
-            "keep_top": opts.keep_top, "held_out_coverage": trim.coverage(data, kept, held_out),
-            "held_out": "the validation file" if opts.validation_file else
-            "the built-in multilingual sentences"}
+            "keep_top": opts.keep_top,
+            "held_out_coverage": trim.coverage(data, kept, held_out) if held_out else None,
+            "held_out": f"{len(held_out)} line(s) of " + ("the validation file" if
+                                                          opts.validation_file else
+                                                          "the built-in multilingual sentences")
+            + " not in the corpus"}
 
 
 def validation_feeds(source: Source, tokenizer_file: Path,

@@ -67,3 +67,16 @@ def test_a_collapsed_embedding_is_still_caught():
     got = ref + rng.standard_normal(ref.shape).astype(np.float32) * 0.35
     cmp = judged("feature-extraction", ref, got)
     assert cmp.cosine_min < 0.99 and "cosine agreement" in cmp.verdict(0.99, "cosine")
+
+
+def test_top_k_indices_is_a_stable_argsort_prefix():
+    """fill-mask and causal-lm pick their candidates by partition: the same indices, in the
+    same order, as the stable full sort they replace, ties (by index) included."""
+    from xlmr_serverless.runtime.ops import top_k_indices
+
+    rng = np.random.default_rng(3)
+    for size, k in ((250_002, 5), (50, 50), (50, 80), (7, 1), (1000, 100)):
+        for x in (rng.standard_normal(size).astype(np.float32),
+                  rng.integers(0, 4, size).astype(np.float32)):  # many ties
+            np.testing.assert_array_equal(top_k_indices(x, k),
+                                          np.argsort(-x, kind="stable")[:k])

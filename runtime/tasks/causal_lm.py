@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import softmax
+from ..ops import softmax, top_k_indices
 from ..parameters import POSITIVE_INT
 from ..pipeline import Options, Pipeline, Prepared, RowOutputs
 from .spec import TaskSpec, logits
@@ -37,6 +37,6 @@ class CausalLMPipeline(Pipeline):
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs],
                     options: Options) -> list[dict[str, Any]]:
         probs = softmax(outputs[0][0][-1].astype(np.float32))
-        order = np.argsort(-probs, kind="stable")[:options["top_k"]]
+        order = top_k_indices(probs, options["top_k"])
         return [{"score": float(probs[i]), "token": int(i),
                  "token_str": self.tokenizer.decode([int(i)])} for i in order]

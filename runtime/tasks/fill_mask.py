@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..ops import softmax
+from ..ops import softmax, top_k_indices
 from ..parameters import BOOL, POSITIVE_INT, TEXT, TEXTS, either, kwargs, nullable
 from ..pipeline import Options, Pipeline, Prepared, RowOutputs
 from .spec import TaskSpec, logits
@@ -87,7 +87,7 @@ class FillMaskPipeline(Pipeline):
         pad = self.bundle.pad_id
         result = []
         for i, row_probs in enumerate(probs):
-            order = np.argsort(-row_probs, kind="stable")[:top_k]
+            order = top_k_indices(row_probs, top_k)
             row = []
             for p in order:
                 token = int(target_ids[p]) if target_ids is not None else int(p)
