@@ -50,6 +50,7 @@ class ExportOptions:
     model_id: str | None = None  # the public name (default: hub id, or the folder's name)
     trim_corpus: Path | None = None  # keep only the pieces this text needs (export/trim.py)
     keep_top: int = 0  # ... plus the N best-scored pieces
+    trim_languages: tuple[str, ...] = ()  # ... plus every piece of these languages' scripts
 
 
 class Steps:
@@ -125,7 +126,7 @@ def build_bundle(model: str | Path, task: str, output: str | Path,
                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Manifest:
     """Export `model` for `task` into the bundle folder `output`; returns its manifest."""
     opts = options or ExportOptions()
-    preflight(model, task, opts.precisions)
+    preflight(model, task, opts.precisions, opts.trim_languages)
     output = Path(output)
     config = _load_config(model)
     task = models.infer_task(config) if task == "auto" else task
@@ -231,7 +232,7 @@ def load_source(model_id: str | Path, task: str, config: Any, out: Path,
     limit = config.max_position_embeddings - pad_id - 1
     max_length = min(x for x in (limit, opts.max_length, tok_info["model_max_length"]) if x)
     vocabulary = trim_vocabulary(out / TOKENIZER_NAME, model, config, tok_info, opts) \
-        if opts.trim_corpus else None
+        if opts.trim_corpus or opts.trim_languages else None
     return Source(model_id, models.spec(task), config, model, tok_info, int(max_length),
                   vocabulary)
 
@@ -243,11 +244,12 @@ def trim_vocabulary(tokenizer_file: Path, model: Any, config: Any, tok_info: dic
     import json
 
     from . import trim
+    from .languages import scripts_for
 
-    assert opts.trim_corpus is not None
     data = json.loads(tokenizer_file.read_text(encoding="utf-8"))
-    corpus = trim.corpus_lines(opts.trim_corpus)
-    kept = trim.choose(data, corpus, opts.keep_top)
+    corpus = trim.corpus_lines(opts.trim_corpus) if opts.trim_corpus else []
+    scripts = scripts_for(opts.trim_languages) if opts.trim_languages else None
+    kept = trim.choose(data, corpus, opts.keep_top, scripts)
     tokenizer_file.write_text(json.dumps(trim.tokenizer(data, kept), ensure_ascii=False),
                               encoding="utf-8")
     trim.model(model, kept)
@@ -257,7 +259,8 @@ def trim_vocabulary(tokenizer_file: Path, model: Any, config: Any, tok_info: dic
     seen = set(corpus)  # held out means not in the corpus: coverage there would be 1 by design
     held_out = [t for t in validate.read_texts(opts.validation_file) if t not in seen]
     return {"kept": len(kept.kept), "of": kept.total, "corpus_lines": len(corpus),
-            "keep_top": opts.keep_top,
+            "keep_top": opts.keep_top, "languages": list(opts.trim_languages),
+            "scripts": sorted(scripts or ()),
             "held_out_coverage": trim.coverage(data, kept, held_out) if held_out else None,
             "held_out": f"{len(held_out)} line(s) of " + ("the validation file" if
                                                           opts.validation_file else

@@ -9,8 +9,13 @@ from ..runtime import tasks
 from .errors import ExportError
 
 
-def preflight(model: str | Path, task: str, precisions: tuple[str, ...]) -> None:
+def preflight(model: str | Path, task: str, precisions: tuple[str, ...],
+              languages: tuple[str, ...] = ()) -> None:
     """Raise the ExportError the full export would raise for these arguments, cheaply."""
+    if languages:
+        from .languages import scripts_for
+
+        scripts_for(languages)
     bad = [p for p in precisions if p not in registry.REGISTRY]
     if bad or not precisions:
         raise ExportError(f"unknown precision {bad}; choose from {', '.join(registry.NAMES)}")

@@ -42,9 +42,11 @@ def corpus_lines(path: Path) -> list[str]:
     return texts
 
 
-def choose(tokenizer_json: dict[str, Any], texts: Iterable[str], keep_top: int = 0) -> Trim:
-    """Specials (every added token), each piece the tokenizer produces on `texts`, and the
-    `keep_top` best-scored pieces (Unigram scores are log-probabilities: the most frequent)."""
+def choose(tokenizer_json: dict[str, Any], texts: Iterable[str], keep_top: int = 0,
+           scripts: frozenset[str] | None = None) -> Trim:
+    """Specials (every added token), each piece the tokenizer produces on `texts`, the
+    `keep_top` best-scored pieces (Unigram scores are log-probabilities: the most frequent),
+    and with `scripts` every piece whose letters are all in them (export/languages.py)."""
     from tokenizers import Tokenizer
 
     model = tokenizer_json["model"]
@@ -60,6 +62,11 @@ def choose(tokenizer_json: dict[str, Any], texts: Iterable[str], keep_top: int =
     if keep_top:
         scores = np.array([s for _, s in model["vocab"]])
         keep.update(int(i) for i in np.argsort(-scores, kind="stable")[:keep_top])
+    if scripts is not None:
+        from .languages import piece_scripts
+
+        keep.update(i for i, (piece, _) in enumerate(model["vocab"])
+                    if piece_scripts(piece) <= scripts)
     return Trim(tuple(sorted(keep)), len(model["vocab"]))
 
 

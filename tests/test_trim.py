@@ -89,3 +89,48 @@ def test_bpe_tokenizers_are_refused_clearly(model_factory, tmp_path):
     with pytest.raises(ExportError, match="Unigram tokenizers"):
         build_bundle(model_factory("fill-mask", "roberta"), "fill-mask", tmp_path / "b",
                      ExportOptions(precisions=("fp32",), trim_corpus=corpus), log=lambda s: None)
+
+
+def test_a_language_preset_keeps_its_scripts_exactly(model_factory, tmp_path):
+    """--trim-languages de,fr keeps every Latin-script piece (no corpus): German and French
+    text never seen tokenizes into the same pieces and gets the untrimmed logits; Cyrillic
+    pieces are gone, yet Russian text still answers; an unknown code is refused first."""
+    import onnxruntime as ort
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from xlmr_serverless.export import ExportError
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.runtime import load
+
+    model = model_factory("fill-mask")
+    with pytest.raises(ExportError, match="unknown language.*xx"):
+        build_bundle(model, "fill-mask", tmp_path / "x", ExportOptions(trim_languages=("xx",)),
+                     log=lambda s: None)
+    out = tmp_path / "b"
+    build_bundle(model, "fill-mask", out, ExportOptions(
+        precisions=("fp32",), min_agreement=0.0, optimize=True, trim_languages=("de", "fr")),
+        log=lambda s: None)
+    voc = json.loads((out / "manifest.json").read_text())["vocabulary"]
+    assert voc["languages"] == ["de", "fr"] and voc["scripts"] == ["LATIN"]
+    assert 50_000 < voc["kept"] < 200_000  # Latin is less than half of XLM-R's pieces
+    full = AutoTokenizer.from_pretrained(str(model)).backend_tokenizer
+    small = Tokenizer.from_file(str(out / "tokenizer.json"))
+    texts = ["Die Ausstellung öffnet nächste Woche im <mask>.",
+             "Nous avons réservé une <mask> près de la gare."]
+    for text in texts:
+        assert small.encode(text).tokens == full.encode(text).tokens, text
+    full_vocab = full.get_vocab()
+    kept = np.array([full_vocab[p] for p, _ in
+                     sorted(small.get_vocab().items(), key=lambda kv: kv[1])])
+    sess = ort.InferenceSession(str(out / "model.fp32.onnx"))
+    lm = AutoModelForMaskedLM.from_pretrained(str(model)).eval()
+    for text in texts:
+        ids = np.array([small.encode(text).ids])
+        (ours,) = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        with torch.no_grad():
+            theirs = lm(input_ids=torch.from_numpy(kept[ids])).logits.numpy()
+        np.testing.assert_allclose(ours, theirs[ids == small.token_to_id("<mask>")][:, kept],
+                                   atol=1e-5)
+    assert len(load(out)("Москва — <mask> России.", top_k=2)) == 2

@@ -42,7 +42,8 @@ def cmd_export(a: argparse.Namespace) -> None:
     from .export.preflight import preflight
 
     precisions = tuple(p for chunk in a.precision for p in chunk.split(",") if p) or ("int8",)
-    preflight(a.model, a.task, precisions)  # a mistyped call is refused before torch loads
+    languages = tuple(code.strip() for code in a.trim_languages.split(",") if code.strip())
+    preflight(a.model, a.task, precisions, languages)  # refused before torch loads
     from .export.build import ExportOptions, build_bundle
 
     build_bundle(a.model, a.task, a.output, ExportOptions(
@@ -51,7 +52,8 @@ def cmd_export(a: argparse.Namespace) -> None:
         min_agreement=a.min_agreement,
         validation_file=Path(a.validation_file) if a.validation_file else None,
         external_data=not a.inline_weights, model_id=a.model_id,
-        trim_corpus=Path(a.trim_vocab) if a.trim_vocab else None, keep_top=a.keep_top))
+        trim_corpus=Path(a.trim_vocab) if a.trim_vocab else None, keep_top=a.keep_top,
+        trim_languages=languages))
 
 
 def cmd_convert(a: argparse.Namespace) -> None:
@@ -180,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a smaller embedding, head and tokenizer (Unigram / XLM-R)")
     e.add_argument("--keep-top", type=int, default=0,
                    help="with --trim-vocab, also keep the N best-scored pieces")
+    e.add_argument("--trim-languages", metavar="CODES", default="",
+                   help="keep every vocabulary piece written in these languages' scripts "
+                        "(ISO 639-1, comma-separated: de,fr,ru); combines with --trim-vocab")
     e.add_argument("--inline-weights", action="store_true",
                    help="one .onnx file per precision (default: weights in <file>.data, which "
                         "onnxruntime maps: faster, leaner cold start)")
