@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from xlmr_serverless.runtime import precisions as registry
-from xlmr_serverless.runtime.cpu import cpu_model, isa
+from xlmr_serverless.runtime.cpu import cpu_flags, cpu_model, isa
 
 from . import ceiling, report
 from .contenders import file_size
@@ -91,18 +91,13 @@ def check_same_machine(folder: Path) -> None:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+    """This machine, as every result names it (runtime/cpu.py reads the CPU)."""
+    flags = cpu_flags()
+    return {"platform": platform.platform(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "processor": platform.processor(), "isa_level": isa(),
-            "folder": machine_folder()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        info["cpu_model"] = next(ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                                 if ln.startswith("model name"))
-        flags = next(ln for ln in text.splitlines() if ln.startswith("flags")).split()
-        info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    except (OSError, StopIteration):
-        pass
-    return info
+            "folder": machine_folder(), "cpu_model": cpu_model(),
+            "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+                    if f in flags]}
 
 
 def export_optimum(model: str, task: str, folder: Path, isa: list[str]) -> tuple[str | None, str]:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xlmr_serverless.runtime.cpu import isa
+
 FORMULATIONS = ("table_left_s8s8", "acts_left_u8s8", "shipped", "matmulnbits8", "fp32")
 
 
@@ -147,16 +149,6 @@ def time_one(path: Path, rows: list[int], hidden: int, runs: int, threads: int) 
     probe = np.random.default_rng(2).standard_normal((8, hidden)).astype(np.float32)
     np.save(path.with_suffix(".probe.npy"), sess.run(None, {"h": probe, **extra})[0])
     return out
-
-
-def isa() -> str:
-    """The int8-relevant ISA of this CPU: amx, avx512_vnni, avx_vnni, avx2, or arm dotprod."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    words = set(flags.split())
-    for name in ("amx_int8", "avx512_vnni", "avx_vnni", "avx2", "asimddp"):
-        if name in words:
-            return {"amx_int8": "amx", "asimddp": "arm dotprod"}.get(name, name)
-    return "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:
