@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import platform
 import shutil
@@ -46,7 +47,6 @@ class ExportOptions:
     # the bundle's files keep their weights in <file>.data: onnxruntime maps that file instead
     # of copying it (xlm-roberta-base int8: load 1.3 -> 0.4 s, peak RSS 520 -> 168 MB)
     external_data: bool = True
-    trace_external_data: bool | None = None  # export's own files; None: when over 2 GB
     model_id: str | None = None  # the public name (default: hub id, or the folder's name)
     trim_corpus: Path | None = None  # keep only the pieces this text needs (export/trim.py)
     keep_top: int = 0  # ... plus the N best-scored pieces
@@ -64,7 +64,16 @@ class Steps:
         t0 = time.perf_counter()
         self.log(f"[{self.n}/{self.total}] {what} ...")
         return lambda extra="": self.log(
-            f"      done in {time.perf_counter() - t0:.1f}s {extra}".rstrip())
+            f"      done in {time.perf_counter() - t0:.1f}s, peak RSS {peak_rss_gb():.2f} GB "
+            f"{extra}".rstrip())
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (Linux: ru_maxrss in KiB): each step's line
+    shows it, so the step that raised it is the one to look at."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def _prepare_output(output: Path) -> Path:
@@ -158,7 +167,7 @@ class Source:
     model_id: str | Path
     spec: TaskSpec
     config: Any
-    model: Any  # the torch module, eval mode
+    model: Any  # the torch module, eval mode; None once PyTorch's outputs are cached
     tokenizer: dict[str, Any]  # what save_tokenizer returned
     max_length: int
     vocabulary: dict[str, Any] | None = None  # what a vocabulary trim kept, and its coverage
@@ -181,6 +190,8 @@ class Reference:
     cache: dict[int, list[Any]] = dataclasses.field(default_factory=dict)
 
     def outputs(self, feed: dict[str, Any]) -> list[Any]:
+        """PyTorch's outputs on one of the feeds: computed while the model is loaded (the
+        fp32 check runs every feed), cached for every later judgement."""
         if id(feed) not in self.cache:
             wrapper = models.OnnxWrapper(self.source.model, self.source.spec.name,
                                          self.source.mask_id).eval()
@@ -201,7 +212,7 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
     work.mkdir()
     done = steps("export to ONNX (TorchScript exporter)")
     raw = onnx_export.export_onnx(source.model, task, work / "model.raw.onnx", source.mask_id,
-                                  opts.opset, opts.trace_external_data)
+                                  opts.opset)
     done()
     done = steps("validate fp32 against PyTorch")
     ref = Reference(source, validation_feeds(source, out / TOKENIZER_NAME, opts))
@@ -210,6 +221,8 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
         raise ToleranceError(f"fp32 ONNX differs from PyTorch by {cmp.max_abs_diff:.2e} "
                              f"(atol {FP32_ATOL:.0e})")
     done(f"max|diff| {cmp.max_abs_diff:.1e}")
+    source.model = None  # PyTorch's outputs are cached: the weights are not held from here on
+    gc.collect()
     graphs, parity = fuse(raw, work / "model.opt.onnx", ref, opts, steps)
     files = [write_precision(precision, graphs, out, ref, opts, parity, steps)
              for precision in opts.precisions]

@@ -1,19 +1,17 @@
-"""torch -> ONNX with the TorchScript exporter: its graphs are the ones onnxruntime's
-transformer fusions match (dynamo graphs break them, onnxruntime #19423)."""
+"""torch -> ONNX with the TorchScript exporter, whose graphs are the ones onnxruntime's
+transformer fusions match (dynamo graphs break them, onnxruntime #19423); weights streamed
+(export/weightless.py)."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import onnx
 import torch
 
 from ..runtime.tasks.spec import INPUT_NAMES
-from . import models
+from . import models, weightless
 from .models import OnnxWrapper
 from .tied_table import transpose_tied_table
-
-TWO_GB = 2 * 1024**3
 
 
 def dummy_inputs(task: str, mask_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,32 +27,24 @@ def dummy_inputs(task: str, mask_token_id: int | None) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def model_bytes(model: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
 def export_onnx(model: torch.nn.Module, task: str, path: Path, mask_token_id: int | None,
-                opset: int = 17, external_data: bool | None = None) -> Path:
-    """Trace `model` for `task` to `path` (fp32); external data when >2 GB or forced."""
+                opset: int = 17) -> Path:
+    """Trace `model` for `task` to `path` (fp32), its weights streamed into `path.data`
+    (export/weightless.py: the checkpoint is never held twice); the tied LM head rewritten
+    to read its table transposed (export/tied_table.py)."""
     wrapper = OnnxWrapper(model, task, mask_token_id).eval()
     spec = models.spec(task)
     path = Path(path)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper, dummy_inputs(task, mask_token_id), str(path),
-            input_names=list(INPUT_NAMES), output_names=list(spec.output_names),
-            dynamic_axes=spec.dynamic_axes(), opset_version=opset, do_constant_folding=True,
-            dynamo=False,
-        )
+
+    def tie(proto: onnx.ModelProto, transpose: weightless.Transposer) -> None:
+        if spec.graph in ("mask_rows", "lm_head"):
+            transpose_tied_table(proto, transpose)
+
+    weightless.export_streamed(
+        wrapper, dummy_inputs(task, mask_token_id), path, rewrite=tie,
+        input_names=list(INPUT_NAMES), output_names=list(spec.output_names),
+        dynamic_axes=spec.dynamic_axes(), opset_version=opset)
     model.eval()  # export restores the wrapper's mode; keep the model in eval for parity
-    if external_data is None:
-        external_data = model_bytes(model) > TWO_GB
-    proto = onnx.load(str(path))
-    # the tied LM head as x @ W^T, W^T stored once (export/tied_table.py)
-    tied = spec.graph in ("mask_rows", "lm_head") and transpose_tied_table(proto)
-    if external_data or tied:
-        save_onnx(proto, path, external_data=external_data)
     return path
 
 

@@ -15,14 +15,27 @@ def count_ops(path: Path) -> Counter[str]:
     return Counter(node.op_type for node in proto.graph.node)
 
 
+MS_DOMAIN = "com.microsoft"  # the fused operators' domain
+
+
 def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
              external_data: bool) -> dict[str, int]:
-    """Fuse `src` into `dst` for CPU; returns the fused-operator statistics."""
+    """Fuse `src` into `dst` for CPU, the weights read only where a fusion needs them
+    (export/external.py); returns the fused-operator statistics."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model: Any = optimize_model(str(src), model_type="bert", num_heads=num_heads,
-                                hidden_size=hidden_size, opt_level=0)
-    model.save_model_to_file(str(dst), use_external_data_format=external_data)
+    from .external import load_graph, save_consolidated, weights_from
+
+    folder = Path(src).resolve().parent
+    with weights_from(folder):
+        model: Any = optimize_model(load_graph(src), model_type="bert", num_heads=num_heads,
+                                    hidden_size=hidden_size, opt_level=0)
+    model.topological_sort()  # what OnnxModel.save does before writing, which this replaces
+    proto = model.model
+    if any(n.domain == MS_DOMAIN for n in proto.graph.node) and \
+            not any(o.domain == MS_DOMAIN for o in proto.opset_import):
+        proto.opset_import.add(domain=MS_DOMAIN, version=1)
+    save_consolidated(proto, dst, folder, external_data)
     stats = model.get_fused_operator_statistics()
     return {k: int(v) for k, v in stats.items() if v}
 

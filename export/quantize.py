@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
@@ -86,30 +86,89 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
                   hidden: int, intermediate: int) -> tuple[list[str], bool]:
     """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included); returns
     the MatMuls the recipe kept in fp32 and whether a tied LM head runs as a u8 x s8 GEMM on
-    the one int8 table the embedding reads too."""
+    the one int8 table the embedding reads too. The fp32 weights are read one at a time from
+    `src`'s folder (export/external.py), the result written there, then consolidated."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    graph = onnx.load(str(src), load_external_data=False)
+    from .external import load_graph, save_consolidated, weights_from
+
+    folder = Path(src).resolve().parent
+    graph = load_graph(src)
     exclude = ffn_matmuls(graph, hidden, intermediate, recipe.fp32_ffn) if recipe.fp32_ffn else []
     if not recipe.int8_head:  # the head in fp32 (the embedding Gather stays int8)
         exclude += tied_head_matmuls(graph)
-    with quiet_quantizer():
+    staged = _fresh(folder / f"{Path(dst).name}.staged.onnx")
+    with quiet_quantizer(), weights_from(folder), weights_stay_on_disk():
         quantize_dynamic(
-            str(src), str(_fresh(dst)), weight_type=QuantType.QInt8,
+            graph, str(staged), weight_type=QuantType.QInt8,
             per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
             nodes_to_exclude=exclude,
             op_types_to_quantize=["MatMul", "Attention", "Gather", "EmbedLayerNormalization"],
-            use_external_data_format=external_data,
+            use_external_data_format=True,
             # the fused com.microsoft ops have no type inference: without this it fails
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-    proto = onnx.load(str(dst))
-    head = recipe.int8_head and int8_head(proto)
-    if head:
-        from .onnx_export import save_onnx
-
-        save_onnx(proto, dst, external_data)
+    proto = load_graph(staged)
+    with weights_from(folder):
+        head = recipe.int8_head and int8_head(proto)
+    save_consolidated(proto, _fresh(dst), folder, external_data)
+    _fresh(staged)
     return exclude, head
+
+
+SLICE = 1 << 22  # elements quantized at a time (16 MB of fp32)
+
+
+@contextlib.contextmanager
+def weights_stay_on_disk() -> Iterator[None]:
+    """Two onnxruntime quantizer functions replaced, for this call only, wherever its modules
+    imported them: given a ModelProto, quantize_dynamic saves it to a temporary folder and
+    reloads it with every weight to infer shapes (twice); here shapes are inferred on the
+    graph as it is. The fp32 weights it reads are read from disk, not kept in the graph until
+    the end (export/external.py:read_array). And its elementwise quantization runs on slices
+    of a tensor (same values), not on four fp32 temporaries of the whole embedding table."""
+    import sys
+
+    from onnxruntime.quantization import onnx_quantizer, quant_utils  # noqa: F401 (loaded)
+
+    from .external import read_array
+
+    def infer(model: onnx.ModelProto) -> onnx.ModelProto:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        quant_utils.add_infer_metadata(inferred)
+        return inferred
+
+    def to_array(tensor: onnx.TensorProto) -> np.ndarray:
+        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            return original["tensor_proto_to_array"](tensor)  # its error for other types
+        return read_array(tensor)
+
+    def quantize_nparray(qtype: int, arr: np.ndarray, scale: Any, zero_point: Any,
+                         low: Any = None, high: Any = None) -> np.ndarray:
+        whole = original["quantize_nparray"]
+        flat = np.asarray(arr).reshape(-1)
+        if flat.size <= SLICE:
+            return whole(qtype, arr, scale, zero_point, low, high)
+        parts = [whole(qtype, flat[i:i + SLICE], scale, zero_point, low, high)
+                 for i in range(0, flat.size, SLICE)]
+        return np.concatenate(parts).reshape(np.shape(arr))
+
+    original = {"save_and_reload_model_with_shape_infer":
+                quant_utils.save_and_reload_model_with_shape_infer,
+                "tensor_proto_to_array": quant_utils.tensor_proto_to_array,
+                "quantize_nparray": quant_utils.quantize_nparray}
+    ours = {"save_and_reload_model_with_shape_infer": infer, "tensor_proto_to_array": to_array,
+            "quantize_nparray": quantize_nparray}
+    swapped = [(m, name) for mod, m in list(sys.modules.items())
+               if mod.startswith("onnxruntime.quantization")
+               for name in original if getattr(m, name, None) is original[name]]
+    for m, name in swapped:
+        setattr(m, name, ours[name])
+    try:
+        yield
+    finally:
+        for m, name in swapped:
+            setattr(m, name, original[name])
 
 
 def tied_head_matmuls(proto: onnx.ModelProto) -> list[str]:
@@ -203,9 +262,13 @@ def quantize_int4(src: Path, dst: Path, external_data: bool, block_size: int = 3
     """Weight-only 4-bit MatMulNBits (for XL); activations stay fp32."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quant = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=block_size, is_symmetric=True)
-    quant.process()
-    quant.model.save_model_to_file(str(_fresh(dst)), use_external_data_format=external_data)
+    from .external import load_graph, save_consolidated, weights_from
+
+    folder = Path(src).resolve().parent
+    with weights_from(folder):
+        quant = MatMulNBitsQuantizer(load_graph(src), block_size=block_size, is_symmetric=True)
+        quant.process()
+    save_consolidated(quant.model.model, _fresh(dst), folder, external_data)
 
 
 def largest_initializer(path: Path) -> tuple[str, tuple[int, ...], str]:

@@ -9,6 +9,8 @@ quantize_dynamic cannot do this rewrite (it quantizes the graph it is given), he
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import onnx
 from onnx import helper, numpy_helper
 
@@ -19,11 +21,18 @@ def _swaps_last_two(node: onnx.NodeProto) -> bool:
         perm == list(range(len(perm) - 2)) + [len(perm) - 1, len(perm) - 2]
 
 
-def transpose_tied_table(proto: onnx.ModelProto) -> bool:
+def transpose_in_memory(table: onnx.TensorProto) -> None:
+    table.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(table).T.copy(), table.name))
+
+
+def transpose_tied_table(proto: onnx.ModelProto,
+                         transpose: Callable[[onnx.TensorProto], None] = transpose_in_memory,
+                         ) -> bool:
     """Rewrite `Gather(W, ids)` + `Transpose(MatMul(W, Transpose(x)))` (the tied head as
     export writes it, W [vocab, hidden]) into `Transpose(Gather(T, ids, axis=1))` +
-    `MatMul(x, T)`, T = W^T stored once in W's place. True if rewritten; the graph is left
-    as it was when the pattern is not all there."""
+    `MatMul(x, T)`, T = W^T stored once in W's place (`transpose` turns W into T: in memory,
+    or in the plan of a weightless export). True if rewritten; the graph is left as it was
+    when the pattern is not all there."""
     graph = proto.graph
     inits = {i.name: i for i in graph.initializer}
     ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in graph.input}
@@ -49,6 +58,7 @@ def transpose_tied_table(proto: onnx.ModelProto) -> bool:
             heads.append((inner, mm, outer[0]))
         if not gathers or not heads or len(gathers) + len(heads) != len(users):
             continue
+        transpose(table)
         _rewrite(graph, table, gathers, heads)
         return True
     return False
@@ -56,8 +66,6 @@ def transpose_tied_table(proto: onnx.ModelProto) -> bool:
 
 def _rewrite(graph: onnx.GraphProto, table: onnx.TensorProto, gathers: list[onnx.NodeProto],
              heads: list[tuple[onnx.NodeProto, onnx.NodeProto, onnx.NodeProto]]) -> None:
-    transposed = numpy_helper.from_array(numpy_helper.to_array(table).T.copy(), table.name)
-    table.CopyFrom(transposed)
     nodes = list(graph.node)
     for g in gathers:  # [hidden, *ids] -> [*ids, hidden]
         at = nodes.index(g)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from ..runtime.precisions import Precision
 from ..runtime.tasks.spec import TaskSpec
 from . import gate, quantize
-from .onnx_export import save_onnx
 from .validate import Comparison
 
 
@@ -47,14 +45,11 @@ def writer_for(precision: Precision) -> Writer:
 
 
 def write_fp32(job: WriteJob) -> WriteResult:
-    """The fp32 graph as a bundle file (the graph names its data file: re-save under the new
-    name when the weights are external)."""
-    if not job.external and not job.fp32.with_name(job.fp32.name + ".data").exists():
-        shutil.copyfile(job.fp32, job.dst)
-        return WriteResult()
-    import onnx
+    """The fp32 graph as a bundle file, its weights copied tensor by tensor into the file's
+    own `.data` (or inline)."""
+    from .external import load_graph, save_consolidated
 
-    save_onnx(onnx.load(str(job.fp32)), job.dst, external_data=job.external)
+    save_consolidated(load_graph(job.fp32), job.dst, job.fp32.resolve().parent, job.external)
     return WriteResult()
 
 

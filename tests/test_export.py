@@ -194,7 +194,7 @@ def test_all_precisions_and_forced_external_data(model_factory, tmp_path):
     out = tmp_path / "b"
     m = build_bundle(model_factory("text-classification"), "text-classification", out,
                      ExportOptions(precisions=("fp32", "int8", "fp16", "int4"),
-                                   trace_external_data=True, min_agreement=0.0),
+                                   min_agreement=0.0),
                      log=lambda s: None)
     by = {f.precision: f for f in m.files}
     assert {"fp32": "cpu", "int8": "cpu", "fp16": "cuda", "int4": "cpu"} == \
@@ -219,7 +219,7 @@ def test_inline_weights(model_factory, tmp_path):
     out = tmp_path / "b"
     m = build_bundle(model_factory("text-classification", "roberta"), "text-classification", out,
                      ExportOptions(precisions=("fp32", "int8"), external_data=False,
-                                   trace_external_data=True, min_agreement=0.0),
+                                   min_agreement=0.0),
                      log=lambda s: None)
     assert not any(f.external_data for f in m.files)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "manifest.json.sha256",
