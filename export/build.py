@@ -31,6 +31,9 @@ from .preflight import preflight
 from .tokenizer import save_tokenizer
 
 FP32_ATOL = 1e-4
+# above this much fp32 weight (XL: 14 GB) the fusion probe is skipped and the fusions kept:
+# it would write and load each precision's file twice, for minutes and twice the memory
+PROBE_MAX_BYTES = 4 * 1024**3
 
 
 @dataclasses.dataclass
@@ -320,10 +323,16 @@ def choose_graph(precision: str, graphs: dict[str, Path], ref: Reference, opts: 
     written (the writer's first recipe), timed in alternating rounds, the fusions kept unless
     clearly slower (optimize.clearly_slower). Where fusions are forced, or the precision is
     for another provider (not timed here), the fused graph."""
-    if "fused" not in graphs:
-        return "unfused"
     entry = registry.get(precision)
+    if "fused" not in graphs or entry.graph == "unfused":
+        return "unfused"
     if opts.optimize != "auto" or entry.provider != "cpu":
+        return "fused"
+    weights = graphs["fused"].with_name(graphs["fused"].name + ".data")
+    if weights.exists() and weights.stat().st_size > PROBE_MAX_BYTES:
+        parity["optimize"][precision] = {
+            "kept": "fused", "not_timed": f"fp32 weights {weights.stat().st_size / 1e9:.1f} GB "
+            f"> {PROBE_MAX_BYTES / 1e9:.1f} GB: both graphs' files are not written to time them"}
         return "fused"
     files = {}
     for kind, src in graphs.items():
@@ -349,10 +358,12 @@ def write_precision(precision: str, graphs: dict[str, Path], out: Path, ref: Ref
     done = steps(precision)
     kind = choose_graph(precision, graphs, ref, opts, parity, next(iter(graphs.values())).parent)
     fp32 = graphs[kind]
-    if precision in parity["optimize"]:
-        t = parity["optimize"][precision]
+    t = parity["optimize"].get(precision, {})
+    if "fused_ms" in t:
         steps.log(f"      {kind} graph (median of rounds: fused {median(t['fused_ms']):.1f} ms, "
                   f"unfused {median(t['unfused_ms']):.1f} ms)")
+    elif "not_timed" in t:
+        steps.log(f"      {kind} graph, not timed: {t['not_timed']}")
     name = f"model.{precision}.onnx"
     job = writers.WriteJob(fp32, out / name, opts.external_data, ref.source.spec,
                            ref.source.config, ref.feeds, opts.min_agreement, steps.log)

@@ -1,8 +1,8 @@
-"""The int8 accuracy gate: quantize with each recipe in turn (cheapest first) until the file
-agrees with fp32 on the validation text, and record what every recipe scored."""
+"""The accuracy gate (int8 and int4): quantize with each recipe in turn (cheapest first) until
+the file agrees with fp32 on the validation text, and record what every recipe scored."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import quantize, validate
 from .errors import ExportError
@@ -11,11 +11,12 @@ if TYPE_CHECKING:
     from .writers import WriteJob
 
 
-def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
-    """The first recipe that agrees with fp32 by the task's measure (top-1 on the rows fp32
-    can decide, top-k and scores for fill-mask, cosine for embeddings) at
-    `job.min_agreement`, and every recipe tried with why it was rejected; an ExportError
-    with the figures otherwise."""
+def with_gate(job: WriteJob, precision: str, recipes: Sequence[Any],
+              write: Callable[[Any], dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The first recipe whose file (`write(recipe)` writes job.dst, returns what to record)
+    agrees with fp32 by the task's measure (top-1 on the rows fp32 can decide, top-k and
+    scores for fill-mask, cosine for embeddings) at `job.min_agreement`, and every recipe
+    tried with why it was rejected; an ExportError with the figures otherwise."""
     from .writers import judge
 
     ref_sess = validate.onnx_session(job.fp32)
@@ -27,22 +28,39 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
         return cache[id(feed)]
 
     tried = []
-    for recipe in quantize.INT8_RECIPES:
-        kept, head = quantize.quantize_int8(job.fp32, job.dst, recipe, job.external,
-                                            job.config.hidden_size, job.config.intermediate_size)
+    for recipe in recipes:
+        extra = write(recipe)
         cmp = judge(fp32_ref, job.dst, job.feeds, job.spec)
         rejected = cmp.verdict(job.min_agreement, job.spec.parity)
-        tried.append({"recipe": recipe.name, "fp32_matmuls": len(kept),
-                      "int8_head_gemm": head, **cmp.as_dict(),
+        tried.append({"recipe": recipe.name, **extra, **cmp.as_dict(),
                       **({"rejected": rejected} if rejected else {})})
-        job.log(f"      int8 recipe {recipe.name}: {describe(cmp, job.spec.parity)}"
+        job.log(f"      {precision} recipe {recipe.name}: {describe(cmp, job.spec.parity)}"
                 + (f": rejected, {rejected}" if rejected else ""))
         if rejected is None:
             return recipe.name, tried
     figures = "; ".join(f"{t['recipe']}: {t['rejected']}" for t in tried)
-    raise ExportError(f"int8 accuracy gate failed (agreement with fp32 under "
+    raise ExportError(f"{precision} accuracy gate failed (agreement with fp32 under "
                       f"{job.min_agreement:.2%} for every recipe: {figures}); export --precision "
                       "fp32 or lower --min-agreement")
+
+
+def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
+    """Dynamic int8 through the gate (quantize.INT8_RECIPES, cheapest first)."""
+    def write(recipe: quantize.Int8Recipe) -> dict[str, Any]:
+        kept, head = quantize.quantize_int8(job.fp32, job.dst, recipe, job.external,
+                                            job.config.hidden_size, job.config.intermediate_size)
+        return {"fp32_matmuls": len(kept), "int8_head_gemm": head}
+
+    return with_gate(job, "int8", quantize.INT8_RECIPES, write)
+
+
+def int4_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
+    """Weight-only int4 through the same gate (quantize.INT4_RECIPES)."""
+    def write(recipe: quantize.Int4Recipe) -> dict[str, Any]:
+        quantize.quantize_int4(job.fp32, job.dst, job.external, recipe)
+        return {"block_size": recipe.block_size, "fp32_head": recipe.fp32_head}
+
+    return with_gate(job, "int4", quantize.INT4_RECIPES, write)
 
 
 def rules(job: WriteJob) -> dict[str, Any]:

@@ -258,17 +258,46 @@ def convert_fp16(src: Path, dst: Path, external_data: bool) -> None:
     model.save_model_to_file(str(_fresh(dst)), use_external_data_format=external_data)
 
 
-def quantize_int4(src: Path, dst: Path, external_data: bool, block_size: int = 32) -> None:
-    """Weight-only 4-bit MatMulNBits (for XL); activations stay fp32."""
+@dataclasses.dataclass(frozen=True)
+class Int4Recipe:
+    """One weight-only 4-bit setting; tried in order until the accuracy gate passes."""
+
+    name: str
+    block_size: int = 32
+    fp32_head: bool = False  # the tied LM head's MatMul left in fp32 (its table is the largest)
+
+
+INT4_RECIPES = (Int4Recipe("block32"), Int4Recipe("block32+fp32_head", fp32_head=True))
+
+
+def quantize_int4(src: Path, dst: Path, external_data: bool,
+                  recipe: Int4Recipe = INT4_RECIPES[0]) -> None:
+    """Weight-only 4-bit MatMulNBits (symmetric, `recipe.block_size`) for every MatMul with a
+    constant weight, then the embedding table as int8 (quantize_dynamic's Gather): activations
+    stay fp32. Weights read one at a time from `src`'s folder (export/external.py)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from .external import load_graph, save_consolidated, weights_from
 
     folder = Path(src).resolve().parent
+    graph = load_graph(src)
+    exclude = tied_head_matmuls(graph) if recipe.fp32_head else []
+    nbits = _fresh(folder / f"{Path(dst).name}.nbits.onnx")
     with weights_from(folder):
-        quant = MatMulNBitsQuantizer(load_graph(src), block_size=block_size, is_symmetric=True)
+        quant = MatMulNBitsQuantizer(graph, block_size=recipe.block_size, is_symmetric=True,
+                                     nodes_to_exclude=exclude)
         quant.process()
-    save_consolidated(quant.model.model, _fresh(dst), folder, external_data)
+    save_consolidated(quant.model.model, nbits, folder)
+    del quant, graph
+    staged = _fresh(folder / f"{Path(dst).name}.staged.onnx")
+    with quiet_quantizer(), weights_from(folder), weights_stay_on_disk():
+        quantize_dynamic(load_graph(nbits), str(staged), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["Gather"], use_external_data_format=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    save_consolidated(load_graph(staged), _fresh(dst), folder, external_data)
+    _fresh(staged)
+    _fresh(nbits)
 
 
 def largest_initializer(path: Path) -> tuple[str, tuple[int, ...], str]:

@@ -65,8 +65,9 @@ def write_fp16(job: WriteJob) -> WriteResult:
 
 
 def write_int4(job: WriteJob) -> WriteResult:
-    quantize.quantize_int4(job.fp32, job.dst, job.external)
-    return WriteResult()
+    """Weight-only int4 (embedding int8) through the accuracy gate."""
+    recipe, tried = gate.int4_with_gate(job)
+    return WriteResult(recipe, {"int4_recipes_tried": tried, "int4_gate": gate.rules(job)})
 
 
 def judge(reference: Callable[[dict[str, Any]], list[Any]], path: Path,

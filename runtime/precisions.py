@@ -19,13 +19,18 @@ class Precision:
     writer: str  # "module:function" in the export package that writes it
     benchmarked: bool  # timed by `xlmr bench` where its provider is asked for
     summary: str
+    # the fp32 graph its writer takes: "either" (fused kept unless clearly slower, timed at
+    # export) or "unfused" (int4: MatMulNBits quantizes MatMul weights, and onnxruntime's
+    # fused Attention would keep Q, K and V in fp32: 1.64 vs 1.38 GB for xlm-roberta-large)
+    graph: str = "either"
 
 
 # int8 kernels are CPU-only in onnxruntime, fp16 is the CUDA file; int4 (MatMulNBits) runs on both
 REGISTRY: dict[str, Precision] = {p.name: p for p in (
     Precision("int8", "cpu", 0, 3, "writers:write_int8", True, "dynamic int8, accuracy-gated"),
     Precision("fp32", "cpu", 1, 1, "writers:write_fp32", True, "the exported graph, fused"),
-    Precision("int4", "cpu", 2, 2, "writers:write_int4", False, "weight-only 4-bit MatMulNBits"),
+    Precision("int4", "cpu", 2, 2, "writers:write_int4", False,
+              "weight-only 4-bit MatMulNBits, embedding int8, accuracy-gated", graph="unfused"),
     Precision("fp16", "cuda", 3, 0, "writers:write_fp16", True, "fp16 weights and compute (CUDA)"),
 )}
 

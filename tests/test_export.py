@@ -90,6 +90,50 @@ def test_fusions_decided_per_precision_on_its_own_graph(model_factory, tmp_path,
     assert not list((tmp_path / "b").glob("probe*"))
 
 
+@pytest.mark.main_env_only
+def test_big_models_keep_fusions_untimed(model_factory, tmp_path, monkeypatch):
+    """Above PROBE_MAX_BYTES of fp32 weights (XL) no probe files are written or timed: the
+    fusions are kept, and the manifest says why."""
+    from xlmr_serverless.export import build, optimize
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+
+    monkeypatch.setattr(build, "PROBE_MAX_BYTES", 1)
+    monkeypatch.setattr(optimize, "alternating_ms", lambda *a, **k: pytest.fail("timed"))
+    m = build_bundle(model_factory("text-classification", "roberta"), "text-classification",
+                     tmp_path / "b", ExportOptions(precisions=("int8",), min_agreement=0.0),
+                     log=lambda s: None)
+    record = m.parity["optimize"]["int8"]
+    assert record["kept"] == "fused" and "not_timed" in record and m.files[0].optimized
+
+
+@pytest.mark.main_env_only
+def test_int4_is_gated_unfused_with_an_int8_embedding(model_factory, tmp_path):
+    """int4: every MatMul weight 4-bit (from the unfused graph: a fused Attention's Q, K, V
+    would stay fp32), the embedding table int8, no fp32 copy of it; judged by the gate."""
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.export.optimize import count_ops
+
+    out = tmp_path / "b"
+    m = build_bundle(model_factory("fill-mask"), "fill-mask", out,
+                     ExportOptions(precisions=("int4",), min_agreement=0.0), log=lambda s: None)
+    f = m.files[0]
+    assert f.recipe == "block32" and not f.optimized
+    tried = m.parity["int4_recipes_tried"]
+    assert tried[0]["recipe"] == "block32" and "top1_agreement" in tried[0]
+    assert m.parity["int4_gate"]["measure"] == "topk"
+    ops = count_ops(out / f.path)
+    assert ops["MatMulNBits"] > 0 and not ops["Attention"]
+    proto = onnx.load(str(out / f.path))
+    weights = {t.name for t in proto.graph.initializer}
+    fp32 = [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    assert all("Gemm" in n for n in fp32)  # the head's dense on 2-D rows is a Gemm: not taken
+    table = sorted((250002, json.loads((model_factory("fill-mask") / "config.json").read_text())
+                    ["hidden_size"]))
+    tables = [t for t in proto.graph.initializer if sorted(t.dims) == table]
+    # one table, the Gather's, in int8; the head reads MatMulNBits' packed 4-bit copy
+    assert [onnx.TensorProto.DataType.Name(t.data_type) for t in tables] == ["UINT8"]
+
+
 def test_fill_mask_head_runs_on_mask_rows_only(bundle_factory):
     import onnxruntime as ort
 
