@@ -38,10 +38,11 @@ LAMBDA_IMAGE_BYTES = 10 * 1024**3
 LAMBDA_INIT_S = 10.0
 
 
-def export(model: Path, task: str, precisions: list[str], out: Path) -> dict[str, Any]:
+def export(model: Path, task: str, precisions: list[str], out: Path,
+           min_agreement: float) -> dict[str, Any]:
     """`xlmr export` in a child process: wall seconds, peak RSS (the child's), its step log."""
     cmd = [sys.executable, "-m", "xlmr_serverless.cli", "export", "--model", str(model),
-           "--task", task, "--output", str(out)]
+           "--task", task, "--output", str(out), "--min-agreement", str(min_agreement)]
     for p in precisions:
         cmd += ["--precision", p]
     t0 = time.perf_counter()
@@ -57,6 +58,15 @@ def export(model: Path, task: str, precisions: list[str], out: Path) -> dict[str
 
 def checkpoint_bytes(model: Path) -> int:
     return sum(f.stat().st_size for f in model.glob("*.safetensors"))
+
+
+def agreement(bundle: Path) -> dict[str, Any]:
+    """Each quantized file against the bundle's own fp32 graph, as the gate measured it."""
+    parity = json.loads((bundle / "manifest.json").read_text())["parity"]
+    keys = ("recipe", "top1_agreement", "judged_rows", "near_ties", "topk_overlap", "score_error",
+            "cosine_min", "rejected")
+    return {p: [{k: t[k] for k in keys if k in t} for t in parity.get(f"{p}_recipes_tried", [])]
+            for p in ("int8", "int4")}
 
 
 def file_sizes(bundle: Path) -> dict[str, int]:
@@ -95,7 +105,7 @@ def limits(result: dict[str, Any]) -> list[str]:
 def markdown(result: dict[str, Any]) -> str:
     e = result["export"]
     lines = [f"# {result['model']} ({result['task']}), [{','.join(result['machine'].get('isa', []))}]"
-             f" {result['machine'].get('cpu', '')}, {result['threads']} threads", "",
+             f" {result['machine'].get('cpu_model', '')}, {result['threads']} threads", "",
              f"checkpoint {result['checkpoint_bytes'] / 1e9:.2f} GB; export "
              f"{e['seconds']:.0f} s, peak RSS {e['peak_rss_mb'] / 1024:.2f} GB "
              f"({e['peak_rss_mb'] * 2**20 / result['checkpoint_bytes']:.1f}x the checkpoint)",
@@ -111,6 +121,12 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {p} | {c.get('seconds', float('nan')):.2f} | "
                      f"{c.get('peak_rss_mb', float('nan')):.0f} |" if "error" not in c
                      else f"| {p} | {c['error']} | |")
+    lines += ["", "| file | recipe | against fp32 ONNX |", "|---|---|---|"]
+    for p, tried in result["agreement"].items():
+        for t in tried:
+            figures = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in t.items() if k not in ("recipe", "rejected"))
+            lines.append(f"| {p} | {t['recipe']} | {figures} |")
     lines += ["", "Lambda limits: " + ("; ".join(result["limits"]) or "all met")]
     return "\n".join(lines) + "\n"
 
@@ -123,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-torch", action="store_true", help="PyTorch fp32 does not fit (XL)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--min-agreement", type=float, default=0.0,
+                   help="the export's gate; 0 records the figures without gating (random "
+                        "weights: fp32's outputs are near ties)")
     p.add_argument("--output", type=Path)
     a = p.parse_args(argv)
     precisions = a.precision or ["int8", "int4"]
@@ -135,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.stderr.write("exporting ...\n")
         bundle = work / "bundle"
-        exported = export(a.model, a.task, precisions, bundle)
+        exported = export(a.model, a.task, precisions, bundle, a.min_agreement)
         manifest = read_manifest(bundle)
         specials = special_ids(manifest.special_tokens)
         cases = [c for c in write_cases(bundle, TextTokenizer(bundle / "tokenizer.json"), specials,
@@ -163,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                   "threads": a.threads, "rounds": a.rounds,
                   "checkpoint_bytes": checkpoint_bytes(a.model), "export": exported,
                   "bundle_bytes": file_sizes(bundle), "contenders": contenders,
+                  "agreement": agreement(bundle),
                   "cold_start": {q: handler_cold_start(bundle, a.model, a.task, q)
                                  for q in precisions}}
         result["limits"] = limits(result)

@@ -198,7 +198,8 @@ class Reference:
         if id(feed) not in self.cache:
             wrapper = models.OnnxWrapper(self.source.model, self.source.spec.name,
                                          self.source.mask_id).eval()
-            self.cache[id(feed)] = validate.run_torch(wrapper, feed)
+            with models.fp32_compute(self.source.model):
+                self.cache[id(feed)] = validate.run_torch(wrapper, feed)
         return self.cache[id(feed)]
 
     def judge(self, path: Path) -> validate.Comparison:
@@ -219,13 +220,15 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
     done()
     done = steps("validate fp32 against PyTorch")
     ref = Reference(source, validation_feeds(source, out / TOKENIZER_NAME, opts))
+    for feed in ref.feeds:  # PyTorch's outputs first, then the model is let go: PyTorch's
+        ref.outputs(feed)  # weights and onnxruntime's are never resident side by side
+    source.model = None
+    gc.collect()
     cmp = ref.judge(raw)
     if cmp.max_abs_diff > FP32_ATOL:
         raise ToleranceError(f"fp32 ONNX differs from PyTorch by {cmp.max_abs_diff:.2e} "
                              f"(atol {FP32_ATOL:.0e})")
     done(f"max|diff| {cmp.max_abs_diff:.1e}")
-    source.model = None  # PyTorch's outputs are cached: the weights are not held from here on
-    gc.collect()
     graphs, parity = fuse(raw, work / "model.opt.onnx", ref, opts, steps)
     files = [write_precision(precision, graphs, out, ref, opts, parity, steps)
              for precision in opts.precisions]

@@ -19,12 +19,11 @@ def with_gate(job: WriteJob, precision: str, recipes: Sequence[Any],
     tried with why it was rejected; an ExportError with the figures otherwise."""
     from .writers import judge
 
-    ref_sess = validate.onnx_session(job.fp32)
-    cache: dict[int, list[Any]] = {}
+    ref_sess = validate.onnx_session(job.fp32)  # fp32's outputs once, its session let go
+    cache = {id(feed): validate.run_onnx(ref_sess, feed) for feed in job.feeds}
+    del ref_sess
 
     def fp32_ref(feed: dict[str, Any]) -> list[Any]:
-        if id(feed) not in cache:
-            cache[id(feed)] = validate.run_onnx(ref_sess, feed)
         return cache[id(feed)]
 
     tried = []

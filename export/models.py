@@ -2,8 +2,9 @@
 task's ONNX signature (inputs input_ids/attention_mask; named outputs)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -76,13 +77,47 @@ def check_config(config: Any, task: str) -> None:
         raise ExportError(f"{task} needs {REQUIREMENTS[s.requires][1]}{labels}")
 
 
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def load_model(model: str | Path, task: str) -> torch.nn.Module:
-    """Load the checkpoint in eval mode with eager attention (the pattern ORT fuses)."""
+    """Load the checkpoint in eval mode with eager attention (the pattern ORT fuses), in the
+    dtype it is stored in: a bf16/fp16 checkpoint is not inflated to fp32 all at once (XL:
+    7 GB, not 14); `fp32_compute` runs it in fp32 a module at a time, and the export writes
+    each weight as fp32 as it goes."""
     import transformers
 
     cls = getattr(transformers, spec(task).auto_class)
-    m = cls.from_pretrained(str(model), attn_implementation="eager", dtype=torch.float32)
+    m = cls.from_pretrained(str(model), attn_implementation="eager", dtype="auto")
+    if m.dtype not in FLOAT_DTYPES:
+        m = m.float()
     return m.eval()
+
+
+@contextlib.contextmanager
+def fp32_compute(model: torch.nn.Module) -> Iterator[None]:
+    """Forward passes in fp32 whatever the stored dtype: each module's own weights are cast up
+    just before it runs and back just after, so one module at a time is held in fp32."""
+    if all(p.dtype == torch.float32 for p in model.parameters()):
+        yield
+        return
+    stored = next(p.dtype for p in model.parameters() if p.dtype != torch.float32)
+
+    def up(module: torch.nn.Module, args: Any) -> None:
+        module.to(torch.float32)
+
+    def down(module: torch.nn.Module, args: Any, out: Any) -> None:
+        module.to(stored)
+
+    leaves = [m for m in model.modules()
+              if not list(m.children()) and list(m.parameters(recurse=False))]
+    handles = [h for m in leaves for h in (m.register_forward_pre_hook(up),
+                                           m.register_forward_hook(down))]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class OnnxWrapper(torch.nn.Module):

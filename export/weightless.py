@@ -51,7 +51,8 @@ def stand_ins(module: torch.nn.Module) -> Iterator[None]:
             if p is None:
                 continue
             if id(p) not in memo:
-                value = torch.full((), float(len(memo) + 1), dtype=p.dtype)
+                dtype = torch.float32 if p.is_floating_point() else p.dtype  # an fp32 graph
+                value = torch.full((), float(len(memo) + 1), dtype=dtype)
                 memo[id(p)] = torch.nn.Parameter(value.expand(p.shape), requires_grad=False)
             swapped.append((mod, name, p))
             mod._parameters[name] = memo[id(p)]

@@ -165,3 +165,34 @@ def test_random_checkpoint_streams_into_loadable_shards(tmp_path, dtype):
     if dtype == "bf16":  # fp32 values rounded to bf16: every value has 7 mantissa bits
         bits = emb.detach().numpy().view(np.uint32)
         assert not (bits & 0xFFFF).any()
+
+
+def test_bf16_checkpoint_exports_without_inflating(tmp_path):
+    """A bf16 checkpoint loads as bf16 (never converted to fp32 as a whole), runs in fp32 one
+    module at a time for the reference, and exports an fp32 graph that matches it."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import random_checkpoint as rc
+    from tests.factory import save_xlmr_tokenizer
+    from xlmr_serverless.export import models
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+
+    shape = dict(rc.SHAPES["base"], hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64)
+    folder = rc.write_checkpoint(tmp_path / "ckpt", rc.config_for(shape, "text-classification"),
+                                 "text-classification", "bf16")
+    save_xlmr_tokenizer(folder)
+    model = models.load_model(folder, "text-classification")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    ids = torch.tensor([[0, 5, 6, 7, 2]])
+    with models.fp32_compute(model), torch.no_grad():
+        got = model(input_ids=ids).logits
+    assert got.dtype == torch.float32
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # cast back after use
+    with torch.no_grad():
+        want = model.float()(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-6)
+    m = build_bundle(folder, "text-classification", tmp_path / "b",
+                     ExportOptions(precisions=("fp32",)), log=lambda s: None)
+    assert m.parity["fp32"]["max_abs_diff"] <= 1e-4
