@@ -262,12 +262,12 @@ def contender_specs(plan: Plan, bundle: Path, cases: list[dict[str, Any]],
     return specs, missing
 
 
-def alternate_rounds(plan: Plan, workers: dict[str, Worker],
+def alternate_rounds(rounds: int, workers: dict[str, Worker],
                      cases: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
     """Latencies (ms) per contender and case: A B C A B C ..., a pause between contenders."""
     lat: dict[str, dict[str, list[float]]] = {n: {c["name"]: [] for c in cases} for n in workers}
-    total, done = plan.rounds * len(cases) * len(workers), 0
-    for _ in range(plan.rounds):
+    total, done = rounds * len(cases) * len(workers), 0
+    for _ in range(rounds):
         for case in cases:
             iters = max(1, min(20, 2048 // (case["batch"] * case["seq"])))
             for name, w in workers.items():
@@ -283,7 +283,7 @@ def measure(plan: Plan, specs: dict[str, dict[str, Any]], cases: list[dict[str, 
     """Each contender's latencies, load time, size, peak RSS and accuracy against PyTorch."""
     workers = {name: Worker(name, spec) for name, spec in specs.items()}
     try:
-        lat = alternate_rounds(plan, workers, cases)
+        lat = alternate_rounds(plan.rounds, workers, cases)
         acc_case = cases[len(cases) // 2]["name"]
         outs = {n: np.load(w.ask(op="output", case=acc_case, path=str(work / f"{n}.npy"))["path"])
                 for n, w in workers.items()}

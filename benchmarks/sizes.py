@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from benchmarks import report
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             specs["pytorch_fp32"] = {**base, "kind": "torch"}
         workers = {name: Worker(name, spec) for name, spec in specs.items()}
         try:
-            lat = alternate_rounds(SimpleNamespace(rounds=a.rounds), workers, cases)
+            lat = alternate_rounds(a.rounds, workers, cases)
             contenders = {
                 name: {"load_s": w.load_s, "peak_rss_mb": w.ask(op="rss")["peak_rss_mb"],
                        "file_mb": (file_sizes(bundle).get(specs[name].get("precision", ""))

@@ -24,10 +24,10 @@ def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
     (export/external.py); returns the fused-operator statistics."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from .external import load_graph, save_consolidated, weights_from
+    from .external import load_graph, reads_from_disk, save_consolidated, weights_from
 
     folder = Path(src).resolve().parent
-    with weights_from(folder):
+    with weights_from(folder), reads_from_disk():
         model: Any = optimize_model(load_graph(src), model_type="bert", num_heads=num_heads,
                                     hidden_size=hidden_size, opt_level=0)
     model.topological_sort()  # what OnnxModel.save does before writing, which this replaces

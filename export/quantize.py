@@ -278,13 +278,13 @@ def quantize_int4(src: Path, dst: Path, external_data: bool,
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from .external import load_graph, save_consolidated, weights_from
+    from .external import load_graph, reads_from_disk, save_consolidated, weights_from
 
     folder = Path(src).resolve().parent
     graph = load_graph(src)
     exclude = tied_head_matmuls(graph) if recipe.fp32_head else []
     nbits = _fresh(folder / f"{Path(dst).name}.nbits.onnx")
-    with weights_from(folder):
+    with weights_from(folder), reads_from_disk():
         quant = MatMulNBitsQuantizer(graph, block_size=recipe.block_size, is_symmetric=True,
                                      nodes_to_exclude=exclude)
         quant.process()

@@ -157,7 +157,7 @@ def write_weights(graph: onnx.GraphProto, views: dict[str, View],
             assert list(values.shape) == list(init.dims), (init.name, values.shape, init.dims)
             f.write(b"\0" * (-f.tell() % ALIGN))
             offset = f.tell()
-            f.write(memoryview(values).cast("B"))
+            f.write(values.data)  # the array's own buffer: no copy
             del init.float_data[:]
             init.ClearField("raw_data")
             init.data_location = TensorProto.EXTERNAL

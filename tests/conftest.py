@@ -19,7 +19,8 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None and \
     importlib.util.find_spec("transformers") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs the [export] extra")
 # modules that import the export side at the top: not even collected where it is absent
-collect_ignore = [] if HAS_TORCH else ["test_export.py", "test_convert.py"]
+collect_ignore = [] if HAS_TORCH else ["test_export.py", "test_convert.py",
+                                      "test_streamed_export.py"]
 # bundles built once per run by `python -m tests.bundles DIR` (scripts/test.sh): the serving
 # tests run on them where torch is absent
 PREBUILT = Path(os.environ["XLMR_TEST_BUNDLES"]) if os.environ.get("XLMR_TEST_BUNDLES") else None
