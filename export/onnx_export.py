@@ -46,18 +46,3 @@ def export_onnx(model: torch.nn.Module, task: str, path: Path, mask_token_id: in
         dynamic_axes=spec.dynamic_axes(), opset_version=opset)
     model.eval()  # export restores the wrapper's mode; keep the model in eval for parity
     return path
-
-
-def save_onnx(proto: onnx.ModelProto, path: Path, external_data: bool) -> list[Path]:
-    """Write a model, its weights in one `<name>.data` file when `external_data`; returns
-    every file written."""
-    path = Path(path)
-    data = path.with_name(path.name + ".data")
-    for stale in (data,):
-        stale.unlink(missing_ok=True)
-    if external_data:
-        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data.name, size_threshold=1024)
-        return [path, data]
-    onnx.save_model(proto, str(path))
-    return [path]
