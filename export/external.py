@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .weightless import ALIGN
-
+ALIGN = 4096  # onnxruntime memory-maps external data at page-aligned offsets
 INLINE_BELOW = 1024  # bytes: smaller tensors stay in the graph (onnx's own default threshold)
 
 
@@ -50,7 +49,7 @@ def read_array(tensor: TensorProto, base_dir: str = "") -> np.ndarray:
     info = _external(tensor)
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
     count = int(np.prod(tensor.dims)) if tensor.dims else 1
-    return np.fromfile(info["location"], dtype=dtype, count=count,
+    return np.fromfile(os.path.join(base_dir, info["location"]), dtype=dtype, count=count,
                        offset=int(info.get("offset", 0))).reshape(tuple(tensor.dims))
 
 
@@ -90,6 +89,22 @@ def _tensors(proto: onnx.ModelProto) -> Iterator[TensorProto]:
                 yield attr.t
 
 
+def append_external(out: BinaryIO, tensor: TensorProto, data: Any, location: str) -> None:
+    """Write `data` (any buffer) at the next page-aligned offset of `out` (the file the graph
+    will name `location`) and point `tensor` there: the one place a tensor becomes external
+    data, in the export and in every copy."""
+    out.write(b"\0" * (-out.tell() % ALIGN))
+    offset = out.tell()
+    length = out.write(data)
+    del tensor.float_data[:]
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)),
+                       ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+
+
 def save_consolidated(proto: onnx.ModelProto, dst: Path, src_folder: Path,
                       external: bool = True) -> list[Path]:
     """`proto` to `dst` with every weight in `dst.data` (page-aligned) or, when not
@@ -114,15 +129,7 @@ def save_consolidated(proto: onnx.ModelProto, dst: Path, src_folder: Path,
                 t.data_location = TensorProto.DEFAULT
                 del t.external_data[:]
                 continue
-            out.write(b"\0" * (-out.tell() % ALIGN))
-            offset = out.tell()
-            out.write(raw)
-            t.ClearField("raw_data")
-            t.data_location = TensorProto.EXTERNAL
-            del t.external_data[:]
-            for key, value in (("location", data.name), ("offset", str(offset)),
-                               ("length", str(len(raw)))):
-                t.external_data.add(key=key, value=value)
+            append_external(out, t, raw, data.name)
             del raw
     if external:
         tmp.replace(data)

@@ -90,7 +90,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
     `src`'s folder (export/external.py), the result written there, then consolidated."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .external import load_graph, save_consolidated, weights_from
+    from .external import load_graph, reads_from_disk, save_consolidated, weights_from
 
     folder = Path(src).resolve().parent
     graph = load_graph(src)
@@ -98,7 +98,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
     if not recipe.int8_head:  # the head in fp32 (the embedding Gather stays int8)
         exclude += tied_head_matmuls(graph)
     staged = _fresh(folder / f"{Path(dst).name}.staged.onnx")
-    with quiet_quantizer(), weights_from(folder), weights_stay_on_disk():
+    with quiet_quantizer(), weights_from(folder), reads_from_disk(), weights_stay_on_disk():
         quantize_dynamic(
             graph, str(staged), weight_type=QuantType.QInt8,
             per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
@@ -124,24 +124,17 @@ def weights_stay_on_disk() -> Iterator[None]:
     """Two onnxruntime quantizer functions replaced, for this call only, wherever its modules
     imported them: given a ModelProto, quantize_dynamic saves it to a temporary folder and
     reloads it with every weight to infer shapes (twice); here shapes are inferred on the
-    graph as it is. The fp32 weights it reads are read from disk, not kept in the graph until
-    the end (export/external.py:read_array). And its elementwise quantization runs on slices
-    of a tensor (same values), not on four fp32 temporaries of the whole embedding table."""
+    graph as it is. And its elementwise quantization runs on slices of a tensor (same
+    values), not on four fp32 temporaries of the whole embedding table. (The weights it reads
+    come from disk through external.reads_from_disk, around the call.)"""
     import sys
 
     from onnxruntime.quantization import onnx_quantizer, quant_utils  # noqa: F401 (loaded)
-
-    from .external import read_array
 
     def infer(model: onnx.ModelProto) -> onnx.ModelProto:
         inferred = onnx.shape_inference.infer_shapes(model)
         quant_utils.add_infer_metadata(inferred)
         return inferred
-
-    def to_array(tensor: onnx.TensorProto) -> np.ndarray:
-        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
-            return original["tensor_proto_to_array"](tensor)  # its error for other types
-        return read_array(tensor)
 
     def quantize_nparray(qtype: int, arr: np.ndarray, scale: Any, zero_point: Any,
                          low: Any = None, high: Any = None) -> np.ndarray:
@@ -155,10 +148,8 @@ def weights_stay_on_disk() -> Iterator[None]:
 
     original = {"save_and_reload_model_with_shape_infer":
                 quant_utils.save_and_reload_model_with_shape_infer,
-                "tensor_proto_to_array": quant_utils.tensor_proto_to_array,
                 "quantize_nparray": quant_utils.quantize_nparray}
-    ours = {"save_and_reload_model_with_shape_infer": infer, "tensor_proto_to_array": to_array,
-            "quantize_nparray": quantize_nparray}
+    ours = {"save_and_reload_model_with_shape_infer": infer, "quantize_nparray": quantize_nparray}
     swapped = [(m, name) for mod, m in list(sys.modules.items())
                if mod.startswith("onnxruntime.quantization")
                for name in original if getattr(m, name, None) is original[name]]
@@ -291,7 +282,7 @@ def quantize_int4(src: Path, dst: Path, external_data: bool,
     save_consolidated(quant.model.model, nbits, folder)
     del quant, graph
     staged = _fresh(folder / f"{Path(dst).name}.staged.onnx")
-    with quiet_quantizer(), weights_from(folder), weights_stay_on_disk():
+    with quiet_quantizer(), weights_from(folder), reads_from_disk(), weights_stay_on_disk():
         quantize_dynamic(load_graph(nbits), str(staged), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["Gather"], use_external_data_format=True,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})

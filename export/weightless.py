@@ -22,7 +22,7 @@ import onnx
 import torch
 from onnx import TensorProto
 
-ALIGN = 4096  # onnxruntime memory-maps external data at page-aligned offsets
+from .external import append_external
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,16 +155,7 @@ def write_weights(graph: onnx.GraphProto, views: dict[str, View],
                 values = values.transpose(view.perm)
             values = np.ascontiguousarray(values, dtype=np.float32)
             assert list(values.shape) == list(init.dims), (init.name, values.shape, init.dims)
-            f.write(b"\0" * (-f.tell() % ALIGN))
-            offset = f.tell()
-            f.write(values.data)  # the array's own buffer: no copy
-            del init.float_data[:]
-            init.ClearField("raw_data")
-            init.data_location = TensorProto.EXTERNAL
-            del init.external_data[:]
-            for key, value in (("location", data.name), ("offset", str(offset)),
-                               ("length", str(values.nbytes))):
-                init.external_data.add(key=key, value=value)
+            append_external(f, init, values.data, data.name)  # the array's buffer: no copy
 
 
 def export_streamed(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path,

@@ -38,7 +38,7 @@ def raw_fill_mask(model_factory, tmp_path_factory):
 
 
 def test_weights_are_streamed_aligned_and_stored_once(raw_fill_mask):
-    from xlmr_serverless.export.weightless import ALIGN
+    from xlmr_serverless.export.external import ALIGN
 
     model, path = raw_fill_mask
     graph = onnx.load(str(path), load_external_data=False).graph
