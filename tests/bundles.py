@@ -38,15 +38,24 @@ def build(out: Path, task: str, arch: str, precisions: tuple[str, ...], model: P
     return out
 
 
-def main(root: Path) -> None:
+def _build_one(root: Path, task: str, arch: str, precisions: tuple[str, ...]) -> None:
     from tests.factory import make_model
 
+    folder = root / key_name(task, arch, precisions)
+    if not (folder / "manifest.json").is_file():
+        model = make_model(root / ".models" / f"{task}-{arch}", task, arch, initializer_range=0.2)
+        build(folder, task, arch, precisions, model)
+
+
+def main(root: Path, workers: int = 2) -> None:
+    """Every serving bundle, built by `workers` processes side by side (an export of a tiny
+    model is mostly single-threaded Python: two take little longer than one)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     root.mkdir(parents=True, exist_ok=True)
-    for task, arch, precisions in serving_keys():
-        folder = root / key_name(task, arch, precisions)
-        if not (folder / "manifest.json").is_file():
-            model = make_model(root / ".models" / f"{task}-{arch}", task, arch, initializer_range=0.2)
-            build(folder, task, arch, precisions, model)
+    with ProcessPoolExecutor(workers) as pool:
+        for done in [pool.submit(_build_one, root, *key) for key in serving_keys()]:
+            done.result()
     print(root)
 
 

@@ -80,15 +80,64 @@ def test_other_text_still_tokenizes_and_the_bundle_says_what_it_kept(trimmed):
         assert len(answer) == 3 and all(a["token_str"] is not None for a in answer)
 
 
-def test_bpe_tokenizers_are_refused_clearly(model_factory, tmp_path):
-    from xlmr_serverless.export import ExportError
-    from xlmr_serverless.export.build import ExportOptions, build_bundle
+def test_a_byte_level_bpe_trims_exactly_on_its_corpus(model_factory, tmp_path):
+    """RoBERTa's byte-level BPE: the kept merges rebuild the corpus's pieces one to one, the
+    trimmed graph gives the untrimmed logits on them, and any other text still tokenizes into
+    kept pieces that decode back to it (the byte alphabet stays)."""
+    import onnxruntime as ort
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.runtime import load
+
+    model = model_factory("fill-mask", "roberta")
     corpus = tmp_path / "c.txt"
-    corpus.write_text("hello world", encoding="utf-8")
-    with pytest.raises(ExportError, match="Unigram tokenizers"):
-        build_bundle(model_factory("fill-mask", "roberta"), "fill-mask", tmp_path / "b",
-                     ExportOptions(precisions=("fp32",), trim_corpus=corpus), log=lambda s: None)
+    corpus.write_text("\n".join(CORPUS), encoding="utf-8")
+    out = tmp_path / "b"
+    build_bundle(model, "fill-mask", out, ExportOptions(
+        precisions=("fp32",), min_agreement=0.0, optimize=False, trim_corpus=corpus),
+        log=lambda s: None)
+    full = AutoTokenizer.from_pretrained(str(model)).backend_tokenizer
+    small = Tokenizer.from_file(str(out / "tokenizer.json"))
+    assert 256 < small.get_vocab_size() < full.get_vocab_size()
+    full_vocab = full.get_vocab()
+    kept = np.array([full_vocab[p] for p, _ in
+                     sorted(small.get_vocab().items(), key=lambda kv: kv[1])])
+    texts = CORPUS + [t.replace("Berlin", "<mask>") for t in CORPUS[:1]]
+    for text in texts:
+        assert small.encode(text).tokens == full.encode(text).tokens, text
+        assert list(kept[small.encode(text).ids]) == full.encode(text).ids
+    ids = np.array([small.encode(texts[-1]).ids])
+    sess = ort.InferenceSession(str(out / "model.fp32.onnx"))
+    (ours,) = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    lm = AutoModelForMaskedLM.from_pretrained(str(model)).eval()
+    with torch.no_grad():
+        theirs = lm(input_ids=torch.from_numpy(kept[ids])).logits.numpy()
+    np.testing.assert_allclose(ours, theirs[ids == small.token_to_id("<mask>")][:, kept],
+                               atol=1e-5)
+    for other in ("東京は日本の首都です。", "Completely unrelated words, 42 of them!"):
+        assert small.decode(small.encode(other).ids) == other
+    assert len(load(out)("Quite <mask> text.", top_k=2)) == 2
+
+
+def test_a_bpe_language_preset_keeps_what_text_in_its_scripts_uses(tmp_path):
+    """Byte-level pieces are judged by what they spell (the tokenizer's decoder): a Latin
+    preset keeps every piece, and every merge, that Latin text can use."""
+    from tokenizers import Tokenizer
+
+    from tests.factory import save_bpe_tokenizer
+    from xlmr_serverless.export import trim
+
+    save_bpe_tokenizer(tmp_path)
+    data = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    full = Tokenizer.from_str(json.dumps(data))
+    latin = trim.choose(data, [], scripts=frozenset({"LATIN"}))
+    small = Tokenizer.from_str(json.dumps(trim.tokenizer(data, latin)))
+    assert small.get_vocab_size() < full.get_vocab_size()
+    for text in ("Wir treffen uns morgen früh am Bahnhof.", "Ça coûte très cher, señor."):
+        assert small.encode(text).tokens == full.encode(text).tokens, text
 
 
 def test_a_language_preset_keeps_its_scripts_exactly(model_factory, tmp_path):
