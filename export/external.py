@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import numpy as np
 import onnx
@@ -53,14 +53,24 @@ def read_array(tensor: TensorProto, base_dir: str = "") -> np.ndarray:
                        offset=int(info.get("offset", 0))).reshape(tuple(tensor.dims))
 
 
+def _transformers_tool(module: str, name: str) -> Any:
+    """A class as onnxruntime's transformer optimizer uses it: its modules import each other
+    as top-level modules (their folder is put on sys.path), so `fusion_utils.NumpyHelper` is
+    not `onnxruntime.transformers.fusion_utils.NumpyHelper`, and only the first is called."""
+    import importlib
+
+    import onnxruntime.transformers.optimizer  # noqa: F401  (puts that folder on sys.path)
+
+    return getattr(importlib.import_module(module), name)
+
+
 @contextlib.contextmanager
 def reads_from_disk() -> Iterator[None]:
     """While a tool runs, every `numpy_helper.to_array` (and onnxruntime's transformer
     optimizer's own NumpyHelper.to_array) of an external tensor reads it from disk and keeps
     nothing: onnx's stores the data in the tensor, so a pass that reads every weight ended up
     holding the model (XL: 21 GB RSS in the optimizer and the int4 quantizer)."""
-    from onnxruntime.transformers.fusion_utils import NumpyHelper
-
+    NumpyHelper = _transformers_tool("fusion_utils", "NumpyHelper")
     original = NumpyHelper.__dict__["to_array"]
 
     def helper_to_array(tensor: TensorProto, fill_zeros: bool = False) -> np.ndarray:
@@ -89,13 +99,18 @@ def _tensors(proto: onnx.ModelProto) -> Iterator[TensorProto]:
                 yield attr.t
 
 
-def append_external(out: BinaryIO, tensor: TensorProto, data: Any, location: str) -> None:
-    """Write `data` (any buffer) at the next page-aligned offset of `out` (the file the graph
-    will name `location`) and point `tensor` there: the one place a tensor becomes external
-    data, in the export and in every copy."""
+CHUNK = 16 * 1024**2  # bytes per read when a tensor is copied file to file
+
+
+def append_external(out: BinaryIO, tensor: TensorProto, data: Any | Iterable[Any],
+                    location: str) -> None:
+    """Write `data` (a buffer, or buffers one after the other) at the next page-aligned offset
+    of `out` (the file the graph will name `location`) and point `tensor` there: the one place
+    a tensor becomes external data, in the export and in every copy."""
     out.write(b"\0" * (-out.tell() % ALIGN))
     offset = out.tell()
-    length = out.write(data)
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else data
+    length = sum(out.write(chunk) for chunk in chunks)
     del tensor.float_data[:]
     tensor.ClearField("raw_data")
     tensor.data_location = TensorProto.EXTERNAL
@@ -103,6 +118,47 @@ def append_external(out: BinaryIO, tensor: TensorProto, data: Any, location: str
     for key, value in (("location", location), ("offset", str(offset)),
                        ("length", str(length))):
         tensor.external_data.add(key=key, value=value)
+
+
+def _read_chunks(path: Path, offset: int, length: int | None) -> Iterator[bytes]:
+    """A file's bytes from `offset` (`length` of them, or to the end), CHUNK at a time: the
+    largest tensor (XL's embedding, 2.6 GB) is never in memory whole."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left is None or left > 0:
+            chunk = f.read(CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+
+
+@contextlib.contextmanager
+def new_weights_to_disk(path: Path) -> Iterator[None]:
+    """While onnxruntime's optimizer runs, every initializer a fusion adds (Attention's
+    concatenated Q/K/V weights) is appended to `path` and kept in the graph as a reference:
+    held inline they were copied by each symbolic shape inference the fusions run (XL: 2.8 GB
+    of fused weights, three copies at the optimizer's peak). `path` is relative to the graph's
+    folder, the working directory (weights_from)."""
+    OnnxModel = _transformers_tool("onnx_model", "OnnxModel")
+    original = OnnxModel.__dict__["add_initializer"]
+    with open(path, "ab") as out:
+        def add_initializer(self: Any, tensor: TensorProto, graph_name: Any = None) -> None:
+            if tensor.data_location != TensorProto.EXTERNAL:
+                data = tensor.raw_data if tensor.HasField("raw_data") else \
+                    _TO_ARRAY(tensor).tobytes()
+                if len(data) >= INLINE_BELOW:
+                    append_external(out, tensor, data, Path(path).name)
+                    out.flush()  # a later fusion may read it back
+            original(self, tensor, graph_name)
+
+        OnnxModel.add_initializer = add_initializer
+        try:
+            yield
+        finally:
+            OnnxModel.add_initializer = original
 
 
 def save_consolidated(proto: onnx.ModelProto, dst: Path, src_folder: Path,
@@ -117,9 +173,13 @@ def save_consolidated(proto: onnx.ModelProto, dst: Path, src_folder: Path,
         for t in _tensors(proto):
             if t.data_location == TensorProto.EXTERNAL:
                 info = _external(t)
-                with open(Path(src_folder) / info["location"], "rb") as f:
-                    f.seek(int(info.get("offset", 0)))
-                    raw = f.read(int(info["length"])) if "length" in info else f.read()
+                length = int(info["length"]) if "length" in info else None
+                chunks = _read_chunks(Path(src_folder) / info["location"],
+                                      int(info.get("offset", 0)), length)
+                if external:
+                    append_external(out, t, chunks, data.name)
+                    continue
+                raw = b"".join(chunks)
             elif t.HasField("raw_data") and len(t.raw_data) >= INLINE_BELOW:
                 raw = t.raw_data
             else:

@@ -20,14 +20,22 @@ MS_DOMAIN = "com.microsoft"  # the fused operators' domain
 
 def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
              external_data: bool) -> dict[str, int]:
-    """Fuse `src` into `dst` for CPU, the weights read only where a fusion needs them
-    (export/external.py); returns the fused-operator statistics."""
+    """Fuse `src` into `dst` for CPU, the weights read only where a fusion needs them and
+    the weights a fusion makes written to disk as they are made (export/external.py);
+    returns the fused-operator statistics."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from .external import load_graph, reads_from_disk, save_consolidated, weights_from
+    from .external import (
+        load_graph,
+        new_weights_to_disk,
+        reads_from_disk,
+        save_consolidated,
+        weights_from,
+    )
 
     folder = Path(src).resolve().parent
-    with weights_from(folder), reads_from_disk():
+    made = folder / f"{Path(dst).name}.fused.data"  # the fusions' new weights, until saved
+    with weights_from(folder), reads_from_disk(), new_weights_to_disk(Path(made.name)):
         model: Any = optimize_model(load_graph(src), model_type="bert", num_heads=num_heads,
                                     hidden_size=hidden_size, opt_level=0)
     model.topological_sort()  # what OnnxModel.save does before writing, which this replaces
@@ -36,6 +44,7 @@ def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
             not any(o.domain == MS_DOMAIN for o in proto.opset_import):
         proto.opset_import.add(domain=MS_DOMAIN, version=1)
     save_consolidated(proto, dst, folder, external_data)
+    made.unlink(missing_ok=True)
     stats = model.get_fused_operator_statistics()
     return {k: int(v) for k, v in stats.items() if v}
 

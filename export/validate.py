@@ -211,10 +211,16 @@ JUDGES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, Comparison], Non
 
 
 def onnx_session(path: Path) -> Any:
+    """A CPU session to judge a file by, holding its weights once: without prepacking
+    onnxruntime computes from the memory-mapped weights instead of adding a packed copy of
+    every MatMul's (XL fp32: 14 GB more), and without the arena it returns what a run
+    allocated; a few validation batches do not need either."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False
+    opts.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

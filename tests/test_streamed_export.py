@@ -96,6 +96,45 @@ def test_optimizer_and_quantizer_read_weights_from_disk_with_the_same_results(ra
     assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_the_optimizer_holds_no_weight_it_does_not_change(raw_fill_mask, tmp_path):
+    """The replacements reach the classes onnxruntime's optimizer calls (its modules import
+    each other top-level: `fusion_utils`, not `onnxruntime.transformers.fusion_utils`): every
+    weight read comes from disk and is not kept, and Attention's fused Q/K/V weights go to a
+    file as they are made, so no weight is inline in the graph the fusions hand around."""
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from xlmr_serverless.export import external
+
+    model, raw = raw_fill_mask
+    folder = tmp_path / "g"
+    folder.mkdir()
+    for f in raw.parent.glob("model.raw.onnx*"):
+        shutil.copy(f, folder / f.name)
+    helper = external._transformers_tool("fusion_utils", "NumpyHelper")
+    graph_class = external._transformers_tool("onnx_model", "OnnxModel")
+    originals = helper.__dict__["to_array"], graph_class.__dict__["add_initializer"]
+    with external.weights_from(folder), external.reads_from_disk(), \
+            external.new_weights_to_disk(Path("made.data")):
+        assert helper.__dict__["to_array"] is not originals[0]
+        fused = optimize_model(external.load_graph(folder / "model.raw.onnx"), model_type="bert",
+                               num_heads=model.config.num_attention_heads,
+                               hidden_size=model.config.hidden_size, opt_level=0)
+    assert (helper.__dict__["to_array"], graph_class.__dict__["add_initializer"]) == originals
+    proto = fused.model
+    assert sum(n.op_type == "Attention" for n in proto.graph.node) == \
+        model.config.num_hidden_layers
+    inline = [t.name for t in proto.graph.initializer
+              if t.data_location != onnx.TensorProto.EXTERNAL
+              and len(t.raw_data) >= external.INLINE_BELOW]
+    assert not inline
+    made = [t for t in proto.graph.initializer
+            if any(e.key == "location" and e.value == "made.data" for e in t.external_data)]
+    assert len(made) >= model.config.num_hidden_layers  # at least each layer's Q/K/V weight
+    assert (folder / "made.data").stat().st_size >= sum(
+        int(np.prod(t.dims)) * 4 for t in made)
+
+
 def test_chunked_quantization_gives_the_same_values():
     from onnx import TensorProto
     from onnxruntime.quantization import quant_utils
