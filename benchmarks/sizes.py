@@ -123,8 +123,11 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| file | recipe | against fp32 ONNX |", "|---|---|---|"]
     for p, tried in result["agreement"].items():
         for t in tried:
-            figures = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in t.items() if k not in ("recipe", "rejected"))
+            cosine = "cosine_min" in t  # the gate's share of sentences at cosine >= 0.99
+            figures = ", ".join(
+                f"{'cosine_agreement' if cosine and k == 'top1_agreement' else k} "
+                + (f"{v:.4f}" if isinstance(v, float) else f"{v}")
+                for k, v in t.items() if k not in ("recipe", "rejected"))
             lines.append(f"| {p} | {t['recipe']} | {figures} |")
     lines += ["", "Lambda limits: " + ("; ".join(result["limits"]) or "all met")]
     return "\n".join(lines) + "\n"

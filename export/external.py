@@ -109,8 +109,11 @@ def append_external(out: BinaryIO, tensor: TensorProto, data: Any | Iterable[Any
     a tensor becomes external data, in the export and in every copy."""
     out.write(b"\0" * (-out.tell() % ALIGN))
     offset = out.tell()
-    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else data
-    length = sum(out.write(chunk) for chunk in chunks)
+    chunks: Iterable[Any] = [data] if isinstance(data, (bytes, bytearray, memoryview,
+                                                        np.ndarray)) else data
+    length = 0
+    for chunk in chunks:
+        length += out.write(chunk)
     del tensor.float_data[:]
     tensor.ClearField("raw_data")
     tensor.data_location = TensorProto.EXTERNAL
