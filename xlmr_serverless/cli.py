@@ -179,9 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--validation-file", help="text file, one input a line (accuracy gate)")
     e.add_argument("--trim-vocab", metavar="CORPUS",
                    help="keep only the vocabulary pieces this text (one input a line) needs: "
-                        "a smaller embedding, head and tokenizer (Unigram / XLM-R)")
+                        "a smaller embedding, head and tokenizer (XLM-R's Unigram or RoBERTa's "
+                        "byte-level BPE)")
     e.add_argument("--keep-top", type=int, default=0,
-                   help="with --trim-vocab, also keep the N best-scored pieces")
+                   help="with --trim-vocab, also keep the N best-scored pieces (BPE: the N "
+                        "first, in merge order)")
     e.add_argument("--trim-languages", metavar="CODES", default="",
                    help="keep every vocabulary piece written in these languages' scripts "
                         "(ISO 639-1, comma-separated: de,fr,ru); combines with --trim-vocab")
