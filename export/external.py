@@ -147,7 +147,7 @@ def new_weights_to_disk(path: Path) -> Iterator[None]:
     folder, the working directory (weights_from)."""
     OnnxModel = _transformers_tool("onnx_model", "OnnxModel")
     original = OnnxModel.__dict__["add_initializer"]
-    with open(path, "ab") as out:
+    with open(path, "wb") as out:
         def add_initializer(self: Any, tensor: TensorProto, graph_name: Any = None) -> None:
             if tensor.data_location != TensorProto.EXTERNAL:
                 data = tensor.raw_data if tensor.HasField("raw_data") else \

@@ -57,7 +57,8 @@ def int4_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
     """Weight-only int4 through the same gate (quantize.INT4_RECIPES)."""
     def write(recipe: quantize.Int4Recipe) -> dict[str, Any]:
         quantize.quantize_int4(job.fp32, job.dst, job.external, recipe)
-        return {"block_size": recipe.block_size, "fp32_head": recipe.fp32_head}
+        return {"block_size": recipe.block_size, "fp32_head": recipe.fp32_head,
+                "accuracy_level": recipe.accuracy_level}
 
     return with_gate(job, "int4", quantize.INT4_RECIPES, write)
 

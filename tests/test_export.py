@@ -117,13 +117,17 @@ def test_int4_is_gated_unfused_with_an_int8_embedding(model_factory, tmp_path):
     m = build_bundle(model_factory("fill-mask"), "fill-mask", out,
                      ExportOptions(precisions=("int4",), min_agreement=0.0), log=lambda s: None)
     f = m.files[0]
-    assert f.recipe == "block32" and not f.optimized
+    assert f.recipe == "block32+int8_compute" and not f.optimized  # the fastest recipe first
     tried = m.parity["int4_recipes_tried"]
-    assert tried[0]["recipe"] == "block32" and "top1_agreement" in tried[0]
+    assert tried[0]["recipe"] == f.recipe and "top1_agreement" in tried[0]
+    assert tried[0]["accuracy_level"] == 4
     assert m.parity["int4_gate"]["measure"] == "topk"
     ops = count_ops(out / f.path)
     assert ops["MatMulNBits"] > 0 and not ops["Attention"]
     proto = onnx.load(str(out / f.path))
+    levels = {a.i for n in proto.graph.node if n.op_type == "MatMulNBits"
+              for a in n.attribute if a.name == "accuracy_level"}
+    assert levels == {4}  # int8 activations in every 4-bit MatMul
     weights = {t.name for t in proto.graph.initializer}
     fp32 = [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     assert all("Gemm" in n for n in fp32)  # the head's dense on 2-D rows is a Gemm: not taken
