@@ -38,23 +38,31 @@ def build(out: Path, task: str, arch: str, precisions: tuple[str, ...], model: P
     return out
 
 
-def _build_one(root: Path, task: str, arch: str, precisions: tuple[str, ...]) -> None:
+def _build_model_bundles(root: Path, task: str, arch: str,
+                         keys: list[tuple[str, ...]]) -> None:
+    """One model's bundles (one checkpoint, built here once, for each precision set)."""
     from tests.factory import make_model
 
-    folder = root / key_name(task, arch, precisions)
-    if not (folder / "manifest.json").is_file():
+    missing = [p for p in keys if not (root / key_name(task, arch, p) / "manifest.json").is_file()]
+    if missing:
         model = make_model(root / ".models" / f"{task}-{arch}", task, arch, initializer_range=0.2)
-        build(folder, task, arch, precisions, model)
+        for precisions in missing:
+            build(root / key_name(task, arch, precisions), task, arch, precisions, model)
 
 
 def main(root: Path, workers: int = 2) -> None:
-    """Every serving bundle, built by `workers` processes side by side (an export of a tiny
-    model is mostly single-threaded Python: two take little longer than one)."""
+    """Every serving bundle, built by `workers` processes side by side, one model each (an
+    export of a tiny model is mostly single-threaded Python: two take little longer than
+    one; a model's checkpoint is written by one process only)."""
     from concurrent.futures import ProcessPoolExecutor
 
     root.mkdir(parents=True, exist_ok=True)
+    by_model: dict[tuple[str, str], list[tuple[str, ...]]] = {}
+    for task, arch, precisions in serving_keys():
+        by_model.setdefault((task, arch), []).append(precisions)
     with ProcessPoolExecutor(workers) as pool:
-        for done in [pool.submit(_build_one, root, *key) for key in serving_keys()]:
+        for done in [pool.submit(_build_model_bundles, root, task, arch, keys)
+                     for (task, arch), keys in by_model.items()]:
             done.result()
     print(root)
 
