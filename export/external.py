@@ -38,6 +38,14 @@ def weights_from(folder: Path) -> Iterator[None]:
         os.chdir(before)
 
 
+@contextlib.contextmanager
+def weights_on_disk(folder: Path) -> Iterator[None]:
+    """Run an onnxruntime tool on a graph in `folder` whose weights stay there: they resolve
+    against the folder (weights_from) and every read leaves nothing behind (reads_from_disk)."""
+    with weights_from(folder), reads_from_disk():
+        yield
+
+
 _TO_ARRAY = numpy_helper.to_array  # onnx's own, whatever reads_from_disk patches
 
 
@@ -66,10 +74,10 @@ def _transformers_tool(module: str, name: str) -> Any:
 
 @contextlib.contextmanager
 def reads_from_disk() -> Iterator[None]:
-    """While a tool runs, every `numpy_helper.to_array` (and onnxruntime's transformer
-    optimizer's own NumpyHelper.to_array) of an external tensor reads it from disk and keeps
-    nothing: onnx's stores the data in the tensor, so a pass that reads every weight ended up
-    holding the model (XL: 21 GB RSS in the optimizer and the int4 quantizer)."""
+    """While a tool runs, every `numpy_helper.to_array` (and the transformer optimizer's own
+    NumpyHelper.to_array, the class it really calls) of an external tensor reads it from disk
+    and keeps nothing: onnx's stores the data in the tensor, so a pass that reads every weight
+    ended up holding the model."""
     NumpyHelper = _transformers_tool("fusion_utils", "NumpyHelper")
     original = NumpyHelper.__dict__["to_array"]
 

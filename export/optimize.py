@@ -25,17 +25,11 @@ def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
     returns the fused-operator statistics."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from .external import (
-        load_graph,
-        new_weights_to_disk,
-        reads_from_disk,
-        save_consolidated,
-        weights_from,
-    )
+    from .external import load_graph, new_weights_to_disk, save_consolidated, weights_on_disk
 
     folder = Path(src).resolve().parent
     made = folder / f"{Path(dst).name}.fused.data"  # the fusions' new weights, until saved
-    with weights_from(folder), reads_from_disk(), new_weights_to_disk(Path(made.name)):
+    with weights_on_disk(folder), new_weights_to_disk(Path(made.name)):
         model: Any = optimize_model(load_graph(src), model_type="bert", num_heads=num_heads,
                                     hidden_size=hidden_size, opt_level=0)
     model.topological_sort()  # what OnnxModel.save does before writing, which this replaces

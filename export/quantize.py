@@ -90,7 +90,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
     `src`'s folder (export/external.py), the result written there, then consolidated."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .external import load_graph, reads_from_disk, save_consolidated, weights_from
+    from .external import load_graph, save_consolidated, weights_from, weights_on_disk
 
     folder = Path(src).resolve().parent
     graph = load_graph(src)
@@ -98,7 +98,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
     if not recipe.int8_head:  # the head in fp32 (the embedding Gather stays int8)
         exclude += tied_head_matmuls(graph)
     staged = _fresh(folder / f"{Path(dst).name}.staged.onnx")
-    with quiet_quantizer(), weights_from(folder), reads_from_disk(), weights_stay_on_disk():
+    with quiet_quantizer(), weights_on_disk(folder), weights_stay_on_disk():
         quantize_dynamic(
             graph, str(staged), weight_type=QuantType.QInt8,
             per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
@@ -126,7 +126,7 @@ def weights_stay_on_disk() -> Iterator[None]:
     reloads it with every weight to infer shapes (twice); here shapes are inferred on the
     graph as it is. And its elementwise quantization runs on slices of a tensor (same
     values), not on four fp32 temporaries of the whole embedding table. (The weights it reads
-    come from disk through external.reads_from_disk, around the call.)"""
+    come from disk through external.weights_on_disk, around the call.)"""
     import sys
 
     from onnxruntime.quantization import onnx_quantizer, quant_utils  # noqa: F401 (loaded)
@@ -275,13 +275,13 @@ def quantize_int4(src: Path, dst: Path, external_data: bool,
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from .external import load_graph, reads_from_disk, save_consolidated, weights_from
+    from .external import load_graph, save_consolidated, weights_on_disk
 
     folder = Path(src).resolve().parent
     graph = load_graph(src)
     exclude = tied_head_matmuls(graph) if recipe.fp32_head else []
     nbits = _fresh(folder / f"{Path(dst).name}.nbits.onnx")
-    with weights_from(folder), reads_from_disk():
+    with weights_on_disk(folder):
         quant = MatMulNBitsQuantizer(graph, block_size=recipe.block_size, is_symmetric=True,
                                      accuracy_level=recipe.accuracy_level,
                                      nodes_to_exclude=exclude)
@@ -289,7 +289,7 @@ def quantize_int4(src: Path, dst: Path, external_data: bool,
     save_consolidated(quant.model.model, nbits, folder)
     del quant, graph
     staged = _fresh(folder / f"{Path(dst).name}.staged.onnx")
-    with quiet_quantizer(), weights_from(folder), reads_from_disk(), weights_stay_on_disk():
+    with quiet_quantizer(), weights_on_disk(folder), weights_stay_on_disk():
         quantize_dynamic(load_graph(nbits), str(staged), weight_type=QuantType.QInt8,
                          op_types_to_quantize=["Gather"], use_external_data_format=True,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
