@@ -8,6 +8,7 @@ import logging
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any, Callable
 
 from aws_lambda_powertools import Logger, Metrics
@@ -22,6 +23,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .config import Settings, lambda_safe_environment
+from .loading import Loaded, load_pipeline
 from .openapi import openapi_document
 from .routes import ROUTES, Route, allowed_methods, route
 from .service import HttpError, Service, convention, error_body, parse_json
@@ -44,31 +46,23 @@ logger = Logger(service="xlmr-serverless", log_uncaught_exceptions=True,
 metrics = Metrics(namespace="xlmr-serverless", service="xlmr-serverless")
 
 
-def load_service(settings: Settings, imports_ms: float | None = None) -> Service:
-    """Load the bundle (image folder or S3); a failure is logged once and answered as 500s.
-    The first line logged says where the cold start went: imports (`imports_ms`, measured by
-    the caller), the S3 download, and the bundle's phases (runtime/bundle.py: manifest,
-    onnxruntime import, tokenizer, session and verification side by side)."""
-    from ..runtime import load
-
+def load_service(settings: Settings, imports_ms: float | None = None,
+                 loading: Future[Loaded] | None = None) -> Service:
+    """The bundle's pipeline (waiting for `loading` when the handler began it before its own
+    imports, else loading it now); a failure is logged once and answered as 503s. The first
+    line logged says where the cold start went: imports (`imports_ms`, measured by the
+    caller), the S3 download and the bundle's phases (lambda/loading.py)."""
     t0 = time.perf_counter()
-    phases: dict[str, float] = {} if imports_ms is None else {"imports": round(imports_ms, 1)}
     try:
-        folder = settings.bundle_dir
-        if settings.model_s3_uri:
-            from .s3 import fetch_bundle
-
-            folder = fetch_bundle(settings.model_s3_uri)
-            phases["s3_download"] = round((time.perf_counter() - t0) * 1000, 1)
-        pipe = load(folder, provider=settings.provider, precision=settings.precision,
-                    verify=settings.verify, batch_size=settings.batch_size,
-                    io_binding=settings.io_binding, budget=settings.budget)
-    except Exception as exc:  # logged with its cause; requests then get a clear 500
-        logger.exception("bundle failed to load", extra={"error": str(exc), "init_ms": phases})
+        pipe, load_phases = loading.result() if loading is not None else load_pipeline(settings)
+    except Exception as exc:  # logged with its cause; requests then get a clear 503
+        logger.exception("bundle failed to load", extra={
+            "error": str(exc), "waited_ms": round((time.perf_counter() - t0) * 1000, 1)})
         return Service(None, settings.max_inputs, load_error=exc)
-    phases.update(pipe.bundle.timings)
+    phases = {} if imports_ms is None else {"imports": round(imports_ms, 1)}
+    phases.update(load_phases)
     logger.info("bundle loaded", extra={**pipe.describe(), "io_binding": pipe.io_binding,
-                                        "load_ms": round((time.perf_counter() - t0) * 1000, 1),
+                                        "load_ms": load_phases.get("load"),
                                         "init_ms": phases})
     return Service(pipe, settings.max_inputs)
 
@@ -262,7 +256,9 @@ class Handler:
             return {"statusCode": status, **payload}
 
 
-def make_handler(settings: Settings, imports_ms: float | None = None) -> Handler:
+def make_handler(settings: Settings, imports_ms: float | None = None,
+                 loading: Future[Loaded] | None = None) -> Handler:
+    """The handler over the bundle `settings` name (already loading when `loading` is given)."""
     lambda_safe_environment()
     logging.getLogger("xlmr.runtime").setLevel(logging.INFO)
-    return Handler(load_service(settings, imports_ms), settings)
+    return Handler(load_service(settings, imports_ms, loading), settings)

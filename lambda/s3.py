@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..runtime.bundle import mark_verified
 from ..runtime.errors import BundleError
 from ..runtime.manifest import (
     DIGEST_NAME,
@@ -19,6 +18,7 @@ from ..runtime.manifest import (
     read_manifest,
     verify_files,
 )
+from ..runtime.verify import mark_verified
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +18,10 @@ from . import precisions as registry
 from .binding import bound_run, use_io_binding
 from .cpu import isa
 from .errors import BundleError, InputTooLongError
-from .manifest import MANIFEST_NAME, Manifest, ModelFile, read_manifest, verify_files
+from .manifest import Manifest, ModelFile, read_manifest, verify_files
 from .session import choose_provider, create_session
 from .tokenization import TextTokenizer, pad_batch, special_ids
+from .verify import verify_once
 
 log = logging.getLogger("xlmr.runtime")
 T = TypeVar("T")
@@ -133,45 +131,6 @@ def np_rows(input_ids: np.ndarray) -> int:
     return int(np.prod(input_ids.shape[:-1]))
 
 
-MARKS = Path(tempfile.gettempdir()) / "xlmr-verified"
-
-
-def _stamp(folder: Path) -> tuple[Path, str]:
-    """The marker's path (keyed by the manifest's digest) and what it must hold: the folder
-    and each file's name, size and modification time."""
-    digest = hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
-    stamp = json.dumps([str(folder.resolve())] + sorted(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
-    return MARKS / digest, stamp
-
-
-def mark_verified(folder: Path) -> None:
-    """Record that `folder`'s files were just hashed against its manifest (S3 downloads are
-    verified where they land: the load then does not hash them again)."""
-    mark, stamp = _stamp(folder)
-    try:
-        mark.parent.mkdir(parents=True, exist_ok=True)
-        mark.write_text(stamp)
-    except OSError:  # a read-only /tmp costs a re-hash next time, nothing else
-        pass
-
-
-def verify_once(manifest: Manifest, folder: Path) -> bool:
-    """Every file's sha256 against the manifest, unless this machine already verified these
-    very files (a marker keyed by the manifest's digest, holding each file's size and
-    modification time): a restarted process in the same sandbox does not hash again.
-    Returns whether it hashed."""
-    mark, stamp = _stamp(folder)
-    try:
-        if mark.read_text() == stamp:
-            return False
-    except OSError:
-        pass
-    verify_files(manifest, folder, full=True)
-    mark_verified(folder)
-    return True
-
-
 def check_graph(manifest: Manifest, session: Any) -> None:
     """The manifest's task must be what the graph computes: its outputs' names, ranks and
     named axes as the task spec has them (a text-classification graph cannot serve fill-mask:
@@ -209,15 +168,19 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
     if want == "cuda" and meant_for == "cpu":
         log.warning("%s is a CPU precision and runs slowly on the CUDA provider; prefer %s",
                     precision, registry.preferred(manifest.precisions, "cuda"))
-    # the sha256 of every file runs beside the two slow loads (hashlib lets go of the GIL),
-    # and nothing is served unless it passed
+    # side by side: onnxruntime builds the session without the GIL, the tokenizer holds the
+    # GIL for all of its build (tokenizers' Rust code), so the tokenizer starts only once the
+    # session is in its native build; the sha256 of every file runs beside both (hashlib
+    # lets go of the GIL), and nothing is served unless it passed
     t = time.perf_counter()
+    native = threading.Event()
     with ThreadPoolExecutor(max_workers=3) as pool:
+        sess = pool.submit(_timed, create_session, folder / model_file.path, want, threads,
+                           provider == "cuda", native)
         hashed = pool.submit(_timed, verify_once, manifest, folder) if verify else None
+        native.wait()
         tok = pool.submit(_timed, TextTokenizer, folder / manifest.tokenizer["file"],
                           manifest.tokenizer.get("clean_up_tokenization_spaces", False))
-        sess = pool.submit(_timed, create_session, folder / model_file.path, want, threads,
-                           provider == "cuda")
         (tokenizer, timings["tokenizer"]), ((session, used), timings["session"]) = \
             tok.result(), sess.result()
         if hashed is not None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
+import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import ProviderError
 
@@ -43,18 +45,16 @@ def _cgroup_quota(root: Path) -> float | None:
         return None
 
 
-def both_wheels_installed() -> bool:
-    """onnxruntime and onnxruntime-gpu side by side: the CPU wheel hides the CUDA provider."""
-    from importlib.metadata import PackageNotFoundError, version
+def both_wheels_installed(site: Path | None = None) -> bool:
+    """onnxruntime and onnxruntime-gpu side by side: the CPU wheel hides the CUDA provider.
+    Read from the dist-info folders beside the onnxruntime this process imports (`site`), not
+    through importlib.metadata, whose import and scan of every path cost a cold start."""
+    if site is None:
+        import onnxruntime
 
-    found = 0
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            version(dist)
-            found += 1
-        except PackageNotFoundError:
-            pass
-    return found == 2
+        site = Path(onnxruntime.__file__).resolve().parents[1]
+    found = {p.name.split("-")[0].lower() for p in site.glob("onnxruntime*.dist-info")}
+    return {"onnxruntime", "onnxruntime_gpu"} <= found
 
 
 def choose_provider(requested: str, available: Sequence[str]) -> str:
@@ -73,11 +73,40 @@ def choose_provider(requested: str, available: Sequence[str]) -> str:
     return requested
 
 
+# the call in which onnxruntime builds a session (optimisation, kernels, prepacking) with
+# the GIL let go: onnxruntime's InferenceSession calls it on its native session
+NATIVE_INIT = "initialize_session"
+
+
+def signal_native_init(event: threading.Event) -> Callable[..., Any]:
+    """A profile hook (sys.setprofile) that sets `event` when its thread calls onnxruntime's
+    native session initialisation: from then on the session needs no GIL until it returns,
+    and a GIL-bound job (the tokenizer) can run beside it."""
+    def hook(frame: Any, what: str, arg: Any) -> None:
+        if what == "c_call" and getattr(arg, "__name__", None) == NATIVE_INIT:
+            event.set()
+            sys.setprofile(None)
+    return hook
+
+
 def create_session(path: Path, provider: str, threads: int | None,
-                   strict: bool = False) -> tuple[Any, str]:
+                   strict: bool = False, native: threading.Event | None = None) -> tuple[Any, str]:
     """An InferenceSession on `provider`; returns it with the provider it really runs on.
     CUDA that fails to initialise (no GPU, no driver) falls back to CPU with a warning, or
-    raises when the caller asked for CUDA explicitly (`strict`)."""
+    raises when the caller asked for CUDA explicitly (`strict`). `native`, if given, is set
+    once the session's build runs without the GIL (or, at the latest, when it ends)."""
+    try:
+        if native is not None:
+            sys.setprofile(signal_native_init(native))
+        return _create_session(path, provider, threads, strict)
+    finally:
+        if native is not None:
+            sys.setprofile(None)
+            native.set()
+
+
+def _create_session(path: Path, provider: str, threads: int | None,
+                    strict: bool) -> tuple[Any, str]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

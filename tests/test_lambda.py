@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import os
 import socket
@@ -13,7 +14,6 @@ import sys
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -389,61 +389,12 @@ def test_xlmr_serve_answers_http(embed_bundle):
         proc.wait(timeout=10)
 
 
-class RuntimeApi:
-    """The Lambda Runtime API, emulated on loopback: hands out events, collects responses."""
-
-    def __init__(self, events: list[dict]) -> None:
-        self.pending = list(events)
-        self.responses: dict[str, dict] = {}
-        self.errors: list[dict] = []
-        self.done = threading.Event()
-        api = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if not api.pending:
-                    api.done.set()
-                    time.sleep(30)  # a real Runtime API blocks until the next event
-                    return
-                event = dict(api.pending.pop(0))
-                request_id = event.pop("_id")
-                data = json.dumps(event).encode()
-                self.send_response(200)
-                self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
-                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30000))
-                self.send_header("Lambda-Runtime-Invoked-Function-Arn",
-                                 "arn:aws:lambda:us-east-1:000000000000:function:xlmr")
-                self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
-                self.send_header("Lambda-Runtime-Client-Context", "")
-                self.send_header("Lambda-Runtime-Cognito-Identity", "")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                parts = self.path.strip("/").split("/")
-                if parts[-1] == "response":
-                    api.responses[parts[-2]] = json.loads(body)
-                else:
-                    api.errors.append({"path": self.path, "body": body.decode()})
-                self.send_response(202)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self.server.server_port}"
-
-
 def test_awslambdaric_end_to_end(embed_bundle):
     """`python -m awslambdaric xlmr_serverless.aws_lambda.handler.handler`: the image's CMD, on
     a fake Runtime API."""
     pytest.importorskip("awslambdaric")
+    from benchmarks.runtime_api import RuntimeApi
+
     events = [dict(http_event("GET", "/health", None), _id="r1"),
               dict(rest_event("POST", "/embed", json.dumps({"inputs": ["héllo", "wörld"]})), _id="r2"),
               dict(http_event("POST", "/predict", "{broken"), _id="r3"),
@@ -552,6 +503,46 @@ def test_a_bad_content_length_is_a_400(embed_bundle, length):
     assert head.split()[1] == b"400" and json.loads(body)["type"] == "bad_request"
 
 
+def test_a_bundle_verified_at_image_build_is_not_hashed_at_cold_start(embed_bundle, tmp_path,
+                                                                     monkeypatch):
+    """lambda/Dockerfile runs `python -m xlmr_serverless.runtime.verify /opt/bundle`: every file
+    hashed at build, a mark beside the bundle; a cold start (an empty /tmp) then hashes
+    nothing; a damaged bundle fails the build and leaves no mark; a file changed after the
+    build misses the mark and is refused."""
+    import shutil
+
+    import xlmr_serverless.runtime.verify as verify_module
+    from xlmr_serverless.runtime import BundleError, load
+    from xlmr_serverless.runtime.manifest import read_manifest
+
+    monkeypatch.setattr(verify_module, "MARKS", tmp_path / "sandbox-tmp")
+    image = tmp_path / "opt"
+    bundle = image / "bundle"
+    shutil.copytree(embed_bundle, bundle)
+    build = [sys.executable, "-m", "xlmr_serverless.runtime.verify", str(bundle)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ok = subprocess.run(build, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert [p.name for p in (image / ".xlmr-verified").iterdir()] == [
+        hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()]
+    assert verify_module.verify_once(read_manifest(bundle), bundle) is False  # not hashed
+    assert not (tmp_path / "sandbox-tmp").exists()
+    assert load(bundle).bundle.timings.get("verify_marker") is not None
+
+    data = bundle / "model.int8.onnx.data"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 3] ^= 0x01
+    before = data.stat()
+    data.write_bytes(bytes(raw))
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns + 2 * 10**9))  # a later second
+    with pytest.raises(BundleError, match="sha256 does not match"):
+        load(bundle)
+    shutil.rmtree(image / ".xlmr-verified")
+    bad = subprocess.run(build, env=env, capture_output=True, text=True)
+    assert bad.returncode == 1 and "sha256 does not match" in bad.stderr
+    assert not (image / ".xlmr-verified").exists()
+
+
 def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path, monkeypatch):
     """On by default (VERIFY_BUNDLE): every file is hashed, beside the tokenizer and session
     loads; a flipped byte is refused; a marker keyed by the manifest's digest spares a
@@ -560,15 +551,15 @@ def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path, mon
 
     from xlmr_serverless.aws_lambda.config import Settings
     from xlmr_serverless.runtime import BundleError, load
-    from xlmr_serverless.runtime.bundle import verify_once
     from xlmr_serverless.runtime.manifest import read_manifest
+    from xlmr_serverless.runtime.verify import verify_once
 
     assert Settings.from_env({}).verify is True
     copy = tmp_path / "b"
     shutil.copytree(embed_bundle, copy)
-    import xlmr_serverless.runtime.bundle as bundle_module
+    import xlmr_serverless.runtime.verify as verify_module
 
-    monkeypatch.setattr(bundle_module, "MARKS", tmp_path / "marks")
+    monkeypatch.setattr(verify_module, "MARKS", tmp_path / "marks")
     assert verify_once(read_manifest(copy), copy) is True  # hashed
     assert verify_once(read_manifest(copy), copy) is False  # marker: not again
     data = copy / "model.int8.onnx.data"

@@ -208,10 +208,46 @@ def test_cuda_branch_binds_inputs_and_outputs_on_the_gpu(bundle_factory, monkeyp
     assert not load(folder, io_binding=False).bundle.io_binding
 
 
-def test_both_wheels_installed_is_named(monkeypatch, caplog):
-    import importlib.metadata as md
+def test_both_wheels_installed_is_named(monkeypatch, caplog, tmp_path):
+    from xlmr_serverless.runtime import session
 
-    monkeypatch.setattr(md, "version", lambda dist: "1.0")
+    (tmp_path / "onnxruntime-1.32.0.dist-info").mkdir()
+    assert not session.both_wheels_installed(tmp_path)
+    (tmp_path / "onnxruntime_gpu-1.32.0.dist-info").mkdir()
+    assert session.both_wheels_installed(tmp_path)
+    assert not session.both_wheels_installed()  # this environment: the CPU wheel alone
+    monkeypatch.setattr(session, "both_wheels_installed", lambda: True)
     with caplog.at_level(logging.WARNING, "xlmr.runtime"):
         assert choose_provider("auto", [CPU]) == "cpu"
     assert "both installed" in caplog.text
+
+
+@needs_bundles
+def test_the_tokenizer_waits_only_for_the_sessions_gil_bound_start(bundle_factory):
+    """open_bundle starts the tokenizer (which holds the GIL for all of its build) once
+    onnxruntime is in its native session build (which lets the GIL go): the signal comes from
+    the profile hook on onnxruntime's own call, not from the fallback at the end, and the hook
+    is gone afterwards."""
+    import sys
+    import threading
+
+    import onnxruntime as ort
+
+    from xlmr_serverless.runtime import session
+
+    assert hasattr(ort.capi._pybind_state.InferenceSession, session.NATIVE_INIT)
+
+    class Probe(threading.Event):
+        from_hook: bool | None = None
+
+        def set(self) -> None:
+            if self.from_hook is None:  # the first set: the hook's or the fallback's
+                self.from_hook = sys.getprofile() is not None
+            super().set()
+
+    folder = bundle_factory("feature-extraction")
+    probe = Probe()
+    made, used = session.create_session(folder / "model.int8.onnx", "cpu", 1, native=probe)
+    assert used == "cpu" and probe.is_set() and probe.from_hook is True
+    assert sys.getprofile() is None
+    assert made.get_outputs()[0].name == "last_hidden_state"
