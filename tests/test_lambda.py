@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -570,3 +571,41 @@ def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path, mon
         verify_once(read_manifest(copy), copy)
     with pytest.raises(BundleError, match="sha256 does not match"):
         load(copy)  # the loads went on beside it, but nothing is served
+
+
+def test_the_image_layout_runs_compiled_code_on_a_bundle_verified_at_build(embed_bundle,
+                                                                           tmp_path):
+    """What lambda/Dockerfile builds, without Docker (benchmarks/image_layout.py reads its COPY
+    lines): the package placed under xlmr_serverless and compiled (Lambda's /var/task is
+    read-only: bytecode not in the image is made again at every cold start), the bundle's
+    verify step run from that layout; a load from the layout then hashes nothing."""
+    import importlib.util
+    import shutil
+    import site
+
+    from benchmarks.image_layout import place_package
+
+    task, opt = tmp_path / "task", tmp_path / "opt"
+    place_package(ROOT, task)
+    modules = list((task / "xlmr_serverless").rglob("*.py"))
+    assert {"runtime", "aws_lambda"} <= {p.name for p in (task / "xlmr_serverless").iterdir()}
+    assert modules and all(Path(importlib.util.cache_from_source(str(m))).is_file()
+                           for m in modules)
+    shutil.copytree(embed_bundle, opt / "bundle")
+    # -S: no site hooks (the checkout's editable install stays out); the deps from this venv
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(task), *site.getsitepackages()]),
+           "TMPDIR": str(tmp_path / "sandbox-tmp")}
+    (tmp_path / "sandbox-tmp").mkdir()
+    built = subprocess.run([sys.executable, "-S", "-m", "xlmr_serverless.runtime.verify",
+                            str(opt / "bundle")], cwd=task, env=env, capture_output=True,
+                           text=True)
+    assert built.returncode == 0, built.stderr
+    code = ("import json, sys; from xlmr_serverless.runtime import load; "
+            "p = load(sys.argv[1]); import xlmr_serverless as x; "
+            "print(json.dumps([x.__file__, p.bundle.timings]))")
+    ran = subprocess.run([sys.executable, "-S", "-c", code, str(opt / "bundle")], cwd=task,
+                         env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    where, timings = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert Path(where).is_relative_to(task) and "verify_marker" in timings
+    assert not (tmp_path / "sandbox-tmp" / "xlmr-verified").exists()  # nothing hashed here
