@@ -20,6 +20,7 @@ CHOICES = {
             "ProvisionedConcurrency": "2"},
     "open": {"AuthType": "NONE", "EnableRestApi": "true", "ModelBucket": "models",
              "ModelPrefix": "team/v1"},
+    "snap": {"AuthType": "NONE", "SnapStart": "true", "EphemeralStorageMB": "4096"},
 }
 TRANSFORM = """
 import json, sys
@@ -111,7 +112,7 @@ def http_api_body(resources: dict[str, Any]) -> dict[str, Any]:
 def test_the_chosen_auth_guards_every_route(rendered):
     from xlmr_serverless.aws_lambda.routes import ROUTES
 
-    expect = {"iam": [{"AWS_IAM": []}], "jwt": [{"Jwt": []}], "open": []}
+    expect = {"iam": [{"AWS_IAM": []}], "jwt": [{"Jwt": []}], "open": [], "snap": []}
     for name, resources in rendered.items():
         body = http_api_body(resources)
         ops = {(m.upper(), p): op for p, methods in body["paths"].items()
@@ -173,3 +174,41 @@ def test_provisioned_concurrency_is_a_parameter_off_by_default(rendered):
         assert "ProvisionedConcurrencyConfig" not in alias(rendered[off])
     integrations = json.dumps(http_api_body(rendered["jwt"]))
     assert "InferenceFunctionAliaslive" in integrations
+
+
+def rules_broken(template: dict[str, Any], given: dict[str, str]) -> list[str]:
+    """The template's Rules that refuse these parameters, as CloudFormation checks them before
+    it deploys anything."""
+    params = parameters(template, given)
+    broken = []
+    for name, rule in template.get("Rules", {}).items():
+        conds = {"when": rule.get("RuleCondition", True)}
+        conds.update({f"a{i}": a["Assert"] for i, a in enumerate(rule["Assertions"])})
+        if condition("when", params, conds) and not all(
+                condition(f"a{i}", params, conds) for i in range(len(rule["Assertions"]))):
+            broken.append(name)
+    return broken
+
+
+def test_snapstart_is_a_parameter_off_by_default(rendered):
+    """SnapStart on the published versions (the `live` alias's), /tmp at SnapStart's 512 MB
+    limit, and a rule refusing it beside provisioned concurrency."""
+    snap = rendered["snap"]["InferenceFunction"]["Properties"]
+    assert snap["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert snap["EphemeralStorage"] == {"Size": 512}
+    for off in ("iam", "jwt", "open"):
+        assert "SnapStart" not in rendered[off]["InferenceFunction"]["Properties"]
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: {  # !Ref, !Equals, ...
+        ("Ref" if suffix == "Ref" else "Fn::" + suffix):
+            loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
+            else loader.construct_scalar(node)})
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
+    assert rules_broken(template, {"SnapStart": "true", "ProvisionedConcurrency": "2"}) == [
+        "SnapStartOrProvisionedConcurrency"]
+    assert rules_broken(template, {"SnapStart": "true"}) == []
+    assert rules_broken(template, {"ProvisionedConcurrency": "2"}) == []
