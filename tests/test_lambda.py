@@ -178,12 +178,17 @@ def test_io_binding_setting():
         Settings.from_env({"XLMR_IO_BINDING": "yes please"})
 
 
-def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path, capfd):
-    """The log says why; the caller gets "model unavailable" and the request id, no path."""
+@pytest.mark.parametrize("begun", [False, True], ids=["loaded-in-place", "begun-before-imports"])
+def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path, capfd, begun):
+    """The log says why; the caller gets "model unavailable" and the request id, no path;
+    the same when the load was begun on its own thread before the handler's imports
+    (handler.py) and failed there."""
     from xlmr_serverless.aws_lambda.app import make_handler
     from xlmr_serverless.aws_lambda.config import Settings
+    from xlmr_serverless.aws_lambda.loading import start_loading
 
-    h = make_handler(dataclasses.replace(Settings.from_env({}), bundle_dir=tmp_path / "none"))
+    settings = dataclasses.replace(Settings.from_env({}), bundle_dir=tmp_path / "none")
+    h = make_handler(settings, loading=start_loading(settings) if begun else None)
     assert "bundle folder not found" in capfd.readouterr().out
     status, body, _ = call(h, http_event("GET", "/health", None))
     assert status == 503 and body == {"status": "error", "error": "model unavailable"}
