@@ -78,14 +78,15 @@ def choose_provider(requested: str, available: Sequence[str]) -> str:
 NATIVE_INIT = "initialize_session"
 
 
-def signal_native_init(event: threading.Event) -> Callable[..., Any]:
+def signal_native_init(event: threading.Event, restore: Any = None) -> Callable[..., Any]:
     """A profile hook (sys.setprofile) that sets `event` when its thread calls onnxruntime's
     native session initialisation: from then on the session needs no GIL until it returns,
-    and a GIL-bound job (the tokenizer) can run beside it."""
+    and a GIL-bound job (the tokenizer) can run beside it. It then hands the thread back to
+    the profiler it found (`restore`)."""
     def hook(frame: Any, what: str, arg: Any) -> None:
         if what == "c_call" and getattr(arg, "__name__", None) == NATIVE_INIT:
             event.set()
-            sys.setprofile(None)
+            sys.setprofile(restore)
     return hook
 
 
@@ -95,13 +96,14 @@ def create_session(path: Path, provider: str, threads: int | None,
     CUDA that fails to initialise (no GPU, no driver) falls back to CPU with a warning, or
     raises when the caller asked for CUDA explicitly (`strict`). `native`, if given, is set
     once the session's build runs without the GIL (or, at the latest, when it ends)."""
+    found = sys.getprofile()
     try:
         if native is not None:
-            sys.setprofile(signal_native_init(native))
+            sys.setprofile(signal_native_init(native, found))
         return _create_session(path, provider, threads, strict)
     finally:
         if native is not None:
-            sys.setprofile(None)
+            sys.setprofile(found)
             native.set()
 
 

@@ -251,3 +251,13 @@ def test_the_tokenizer_waits_only_for_the_sessions_gil_bound_start(bundle_factor
     assert used == "cpu" and probe.is_set() and probe.from_hook is True
     assert sys.getprofile() is None
     assert made.get_outputs()[0].name == "last_hidden_state"
+
+    def theirs(frame, what, arg):  # a profiler this thread already had is handed back
+        return None
+
+    sys.setprofile(theirs)
+    try:
+        session.create_session(folder / "model.int8.onnx", "cpu", 1, native=threading.Event())
+        assert sys.getprofile() is theirs
+    finally:
+        sys.setprofile(None)
