@@ -48,7 +48,7 @@ class Settings:
             max_inputs=int(e.get("MAX_INPUTS", 64)),
             cors_origin=e.get("CORS_ALLOW_ORIGIN") or None,
             log_inputs=e.get("LOG_INPUTS", "false").lower() == "true",
-            # every file's sha256, hashed beside the loads (runtime/bundle.py:verify_once)
+            # every file's sha256, once: at image build, S3 download or first load (runtime/verify.py)
             verify=e.get("VERIFY_BUNDLE", "true").lower() == "true",
             batch_size=int(e.get("BATCH_SIZE", 16)),
             io_binding=auto_flag("XLMR_IO_BINDING", e.get("XLMR_IO_BINDING", "auto")),
