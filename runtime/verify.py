@@ -22,16 +22,15 @@ MARKS = Path(tempfile.gettempdir()) / "xlmr-verified"  # this sandbox's marks (L
 BUILT = ".xlmr-verified"  # beside the bundle folder: the marks written at image build
 
 
-def _stamp(folder: Path, whole_seconds: bool = False) -> tuple[str, str]:
+def _stamps(folder: Path) -> tuple[str, dict[bool, str]]:
     """The marker's name (the manifest's digest) and what it must hold: the folder and each
-    file's name, size and modification time (whole seconds for the image build's marks: an
-    image layer keeps no finer time than that)."""
+    file's name, size and modification time, to the nanosecond (False) and to whole seconds
+    (True: the image build's marks, since an image layer keeps no finer time than that)."""
     digest = hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
-    unit = 10**9 if whole_seconds else 1
-    stamp = json.dumps([str(folder.resolve())] + sorted(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns // unit)
-        for p in folder.iterdir() if p.is_file()))
-    return digest, stamp
+    files = sorted((p.name, p.stat()) for p in folder.iterdir() if p.is_file())
+    return digest, {whole: json.dumps([str(folder.resolve())] + [
+        (name, st.st_size, st.st_mtime_ns // (10**9 if whole else 1)) for name, st in files])
+        for whole in (False, True)}
 
 
 def build_marks(folder: Path) -> Path:
@@ -42,21 +41,21 @@ def build_marks(folder: Path) -> Path:
 def mark_verified(folder: Path, marks: Path | None = None) -> None:
     """Record that `folder`'s files were just hashed against its manifest: in this sandbox's
     marks, or in `marks` (the image build's, to whole seconds)."""
-    name, stamp = _stamp(folder, whole_seconds=marks is not None)
+    name, stamps = _stamps(folder)
     mark = (marks or MARKS) / name
     try:
         mark.parent.mkdir(parents=True, exist_ok=True)
-        mark.write_text(stamp)
+        mark.write_text(stamps[marks is not None])
     except OSError:  # a read-only /tmp costs a re-hash next time, nothing else
         pass
 
 
 def verified(folder: Path) -> bool:
     """Whether a marker (the image build's or this sandbox's) vouches for these very files."""
+    name, stamps = _stamps(folder)  # read once, compared with both marks
     for marks, whole_seconds in ((build_marks(folder), True), (MARKS, False)):
-        name, stamp = _stamp(folder, whole_seconds)
         try:
-            if (marks / name).read_text() == stamp:
+            if (marks / name).read_text() == stamps[whole_seconds]:
                 return True
         except OSError:
             pass
