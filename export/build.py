@@ -54,6 +54,7 @@ class ExportOptions:
     trim_corpus: Path | None = None  # keep only the pieces this text needs (export/trim.py)
     keep_top: int = 0  # ... plus the N best-scored pieces
     trim_languages: tuple[str, ...] = ()  # ... plus every piece of these languages' scripts
+    table_bits: int = 8  # 4: the int8 file's word-embedding table in 4-bit blocks (table4.py)
 
 
 class Steps:
@@ -342,7 +343,7 @@ def choose_graph(precision: str, graphs: dict[str, Path], ref: Reference, opts: 
         dst = work / f"probe.{kind}.{precision}.onnx"
         writers.writer_for(entry)(writers.WriteJob(
             src, dst, opts.external_data, ref.source.spec, ref.source.config, ref.feeds,
-            0.0, lambda line: None))
+            0.0, lambda line: None, opts.table_bits))
         files[kind] = dst
     probe = max(ref.feeds, key=lambda f: f["input_ids"].size)
     times = optimize.alternating_ms(files, probe)
@@ -369,7 +370,8 @@ def write_precision(precision: str, graphs: dict[str, Path], out: Path, ref: Ref
         steps.log(f"      {kind} graph, not timed: {t['not_timed']}")
     name = f"model.{precision}.onnx"
     job = writers.WriteJob(fp32, out / name, opts.external_data, ref.source.spec,
-                           ref.source.config, ref.feeds, opts.min_agreement, steps.log)
+                           ref.source.config, ref.feeds, opts.min_agreement, steps.log,
+                           opts.table_bits)
     try:
         result = writers.writer_for(registry.get(precision))(job)
     except ValueError as exc:

@@ -46,9 +46,10 @@ def with_gate(job: WriteJob, precision: str, recipes: Sequence[Any],
 def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
     """Dynamic int8 through the gate (quantize.INT8_RECIPES, cheapest first)."""
     def write(recipe: quantize.Int8Recipe) -> dict[str, Any]:
-        kept, head = quantize.quantize_int8(job.fp32, job.dst, recipe, job.external,
-                                            job.config.hidden_size, job.config.intermediate_size)
-        return {"fp32_matmuls": len(kept), "int8_head_gemm": head}
+        kept, head, bits = quantize.quantize_int8(
+            job.fp32, job.dst, recipe, job.external, job.config.hidden_size,
+            job.config.intermediate_size, job.table_bits)
+        return {"fp32_matmuls": len(kept), "int8_head_gemm": head, "table_bits": bits}
 
     return with_gate(job, "int8", quantize.INT8_RECIPES, write)
 

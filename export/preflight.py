@@ -10,7 +10,7 @@ from .errors import ExportError
 
 
 def preflight(model: str | Path, task: str, precisions: tuple[str, ...],
-              languages: tuple[str, ...] = ()) -> None:
+              languages: tuple[str, ...] = (), table_bits: int = 8) -> None:
     """Raise the ExportError the full export would raise for these arguments, cheaply."""
     if languages:
         from .languages import scripts_for
@@ -19,6 +19,10 @@ def preflight(model: str | Path, task: str, precisions: tuple[str, ...],
     bad = [p for p in precisions if p not in registry.REGISTRY]
     if bad or not precisions:
         raise ExportError(f"unknown precision {bad}; choose from {', '.join(registry.NAMES)}")
+    if table_bits not in (8, 4):
+        raise ExportError(f"--table-bits {table_bits}: the table is stored in 8 or 4 bits")
+    if table_bits == 4 and "int8" not in precisions:
+        raise ExportError("--table-bits 4 applies to the int8 file: export --precision int8")
     if task != "auto" and task not in tasks.names():
         raise ExportError(f"unknown task {task!r}; tasks: auto, {', '.join(tasks.names())}")
     looks_local = isinstance(model, Path) or str(model).startswith((".", "/", "~"))

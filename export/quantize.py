@@ -6,11 +6,13 @@ import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from . import table4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,11 +85,14 @@ def quiet_quantizer() -> Iterator[None]:
 
 
 def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
-                  hidden: int, intermediate: int) -> tuple[list[str], bool]:
+                  hidden: int, intermediate: int,
+                  table_bits: int = 8) -> tuple[list[str], bool, int]:
     """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included); returns
-    the MatMuls the recipe kept in fp32 and whether a tied LM head runs as a u8 x s8 GEMM on
-    the one int8 table the embedding reads too. The fp32 weights are read one at a time from
-    `src`'s folder (export/external.py), the result written there, then consolidated."""
+    the MatMuls the recipe kept in fp32, whether a tied LM head runs as a u8 x s8 GEMM on
+    the one int8 table the embedding reads too, and the bits the table was stored in (4 when
+    asked and export/table4.py could rewrite it: the head then runs as MatMulNBits on it).
+    The fp32 weights are read one at a time from `src`'s folder (export/external.py), the
+    result written there, then consolidated."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from .external import load_graph, save_consolidated, weights_from, weights_on_disk
@@ -109,11 +114,22 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     proto = load_graph(staged)
+    four = table_bits == 4 and table4.table_to_4bit(proto, fp32_initializer(src)) is not None
     with weights_from(folder):
-        head = recipe.int8_head and int8_head(proto)
+        head = recipe.int8_head and not four and int8_head(proto)
     save_consolidated(proto, _fresh(dst), folder, external_data)
     _fresh(staged)
-    return exclude, head
+    return exclude, head, 4 if four else 8
+
+
+def fp32_initializer(src: Path) -> Callable[[str], np.ndarray]:
+    """name -> that weight's values in the fp32 graph `src` (read from its folder)."""
+    from .external import load_graph
+
+    def read(name: str) -> np.ndarray:
+        tensor = next(i for i in load_graph(src).graph.initializer if i.name == name)
+        return numpy_helper.to_array(tensor, base_dir=str(Path(src).resolve().parent))
+    return read
 
 
 SLICE = 1 << 22  # elements quantized at a time (16 MB of fp32)

@@ -26,6 +26,7 @@ class WriteJob:
     feeds: list[dict[str, Any]]  # validation batches
     min_agreement: float
     log: Callable[[str], None]
+    table_bits: int = 8  # the word-embedding table's bits in the int8 file (export/table4.py)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,124 @@
+"""The word-embedding table in 4-bit blocks (`xlmr export --table-bits 4`): the bytes
+export/table4.py writes are what onnxruntime's GatherBlockQuantized and MatMulNBits read, one
+copy serves both, and an int8 export with it is smaller and still answers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import needs_torch
+
+onnx = pytest.importorskip("onnx")
+
+
+def _session(packed: np.ndarray, scales: np.ndarray, block: int):
+    """GatherBlockQuantized and MatMulNBits (fp32 compute) on one shared initializer, as the
+    rewrite wires them."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    vocab, blocks, _ = packed.shape
+    hidden = blocks * block
+    nodes = [
+        helper.make_node("Unsqueeze", ["s", "axis2"], ["s_rows"]),
+        helper.make_node("GatherBlockQuantized", ["t", "ids", "s_rows"], ["e"],
+                         domain="com.microsoft", gather_axis=0, quantize_axis=2,
+                         block_size=block, bits=4),
+        helper.make_node("MatMulNBits", ["x", "t", "s"], ["logits"], domain="com.microsoft",
+                         K=hidden, N=vocab, bits=4, block_size=block),
+    ]
+    graph = helper.make_graph(
+        nodes, "table4",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, None]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, hidden])],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(packed, "t"), numpy_helper.from_array(scales, "s"),
+         numpy_helper.from_array(np.array([2], np.int64), "axis2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("hidden", [64, 48])  # 48: blocks of 16
+def test_the_blocks_are_what_onnxruntime_reads(hidden):
+    from xlmr_serverless.export.table4 import block_for, dequantized, four_bit_blocks
+
+    rng = np.random.default_rng(hidden)
+    table = rng.standard_normal((300, hidden)).astype(np.float32) * 0.05
+    table[7] = 0.0  # an all-zero row (scale guarded)
+    table[9, :5] = [3.0, -3.0, 0.0, 1e-6, -1e-6]  # an outlier in one block only
+    block = block_for(hidden)
+    packed, scales = four_bit_blocks(table, block)
+    assert packed.shape == (300, hidden // block, block // 2) and packed.dtype == np.uint8
+    values = dequantized(packed, scales)
+    step = np.repeat(scales, block, axis=1)
+    assert np.all(np.abs(values - table) <= step / 2 + 1e-7)  # round to nearest of 15 levels
+    assert np.all(values[7] == 0) and values[9, 0] == pytest.approx(3.0)
+    assert np.all(values[9, block:] == pytest.approx(table[9, block:], abs=0.05 / 2))
+
+    ids = np.array([[0, 7, 9, 299], [5, 5, 1, 2]], np.int64)
+    x = rng.standard_normal((3, hidden)).astype(np.float32)
+    embedded, logits = _session(packed, scales, block).run(None, {"ids": ids, "x": x})
+    np.testing.assert_array_equal(embedded.reshape(2, 4, hidden), values[ids])
+    np.testing.assert_allclose(logits, x @ values.T, rtol=1e-4, atol=1e-4)
+
+
+def test_table_bits_are_refused_before_torch_loads(tmp_path):
+    from xlmr_serverless.export.errors import ExportError
+    from xlmr_serverless.export.preflight import preflight
+
+    with pytest.raises(ExportError, match="8 or 4"):
+        preflight(tmp_path, "fill-mask", ("int8",), table_bits=2)
+    with pytest.raises(ExportError, match="int8"):
+        preflight(tmp_path, "fill-mask", ("fp32",), table_bits=4)
+    preflight(tmp_path, "fill-mask", ("fp32", "int8"), table_bits=4)
+
+
+def _tables(path):
+    """{initializer name: (dims, readers' op types)} of the file's vocab-sized tables."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    vocab = max(max(i.dims, default=0) for i in graph.initializer)
+    return {i.name: (tuple(i.dims), sorted(n.op_type for n in graph.node if i.name in n.input))
+            for i in graph.initializer if vocab in i.dims and len(i.dims) > 1}
+
+
+@needs_torch
+@pytest.mark.main_env_only
+@pytest.mark.parametrize("task", ["fill-mask", "text-classification"])
+def test_an_int8_export_with_a_4bit_table_is_smaller_and_answers(task, model_factory,
+                                                               bundle_factory, tmp_path):
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.runtime import load
+
+    model = model_factory(task)
+    folder = tmp_path / "b"
+    build_bundle(model, task, folder, ExportOptions(
+        precisions=("fp32", "int8"), min_agreement=0.0, optimize=True, table_bits=4),
+        log=lambda s: None)
+    eight = bundle_factory(task)  # the same checkpoint, table in 8 bits
+    config = json.loads((model / "config.json").read_text())
+    vocab, hidden = config["vocab_size"], config["hidden_size"]
+
+    tables = _tables(folder / "model.int8.onnx")
+    (name, (dims, readers)), = [(k, v) for k, v in tables.items() if not k.endswith("scales")]
+    assert dims == (vocab, hidden // 32, 16)  # one copy, 4 bits a weight
+    assert readers == (["GatherBlockQuantized", "MatMulNBits"] if task == "fill-mask"
+                       else ["GatherBlockQuantized"])
+    size = (folder / "model.int8.onnx.data").stat().st_size
+    eight_size = (eight / "model.int8.onnx.data").stat().st_size
+    assert size <= eight_size - vocab * hidden * 0.3  # 1 -> 0.5 byte a weight, plus scales
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tried = manifest["parity"]["int8_recipes_tried"]
+    assert [t["table_bits"] for t in tried] == [4]
+    # random weights: the gate is off here, and still the answers are mostly fp32's (a wrong
+    # nibble order or scale would make them noise)
+    assert manifest["parity"]["int8"]["top1_agreement"] >= 0.75
+
+    ours, fp32 = load(folder, precision="int8"), load(folder, precision="fp32")
+    text = "Paris est la <mask> de la France." if task == "fill-mask" else "Paris est belle."
+    a, b = ours(text), fp32(text)
+    assert type(a) is type(b) and len(a) == len(b) and a[0].keys() == b[0].keys()
