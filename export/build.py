@@ -54,7 +54,7 @@ class ExportOptions:
     trim_corpus: Path | None = None  # keep only the pieces this text needs (export/trim.py)
     keep_top: int = 0  # ... plus the N best-scored pieces
     trim_languages: tuple[str, ...] = ()  # ... plus every piece of these languages' scripts
-    table_bits: int = 8  # 4: the int8 file's word-embedding table in 4-bit blocks (table4.py)
+    table_bits: int = 8  # 4: int8/int4 files keep the word-embedding table in 4-bit blocks
 
 
 class Steps:

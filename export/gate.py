@@ -38,9 +38,10 @@ def with_gate(job: WriteJob, precision: str, recipes: Sequence[Any],
         if rejected is None:
             return recipe.name, tried
     figures = "; ".join(f"{t['recipe']}: {t['rejected']}" for t in tried)
+    coarser = ", drop --table-bits 4" if job.table_bits == 4 else ""
     raise ExportError(f"{precision} accuracy gate failed (agreement with fp32 under "
                       f"{job.min_agreement:.2%} for every recipe: {figures}); export --precision "
-                      "fp32 or lower --min-agreement")
+                      f"fp32{coarser} or lower --min-agreement")
 
 
 def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
@@ -57,9 +58,9 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
 def int4_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
     """Weight-only int4 through the same gate (quantize.INT4_RECIPES)."""
     def write(recipe: quantize.Int4Recipe) -> dict[str, Any]:
-        quantize.quantize_int4(job.fp32, job.dst, job.external, recipe)
+        bits = quantize.quantize_int4(job.fp32, job.dst, job.external, recipe, job.table_bits)
         return {"block_size": recipe.block_size, "fp32_head": recipe.fp32_head,
-                "accuracy_level": recipe.accuracy_level}
+                "accuracy_level": recipe.accuracy_level, "table_bits": bits}
 
     return with_gate(job, "int4", quantize.INT4_RECIPES, write)
 

@@ -21,8 +21,9 @@ def preflight(model: str | Path, task: str, precisions: tuple[str, ...],
         raise ExportError(f"unknown precision {bad}; choose from {', '.join(registry.NAMES)}")
     if table_bits not in (8, 4):
         raise ExportError(f"--table-bits {table_bits}: the table is stored in 8 or 4 bits")
-    if table_bits == 4 and "int8" not in precisions:
-        raise ExportError("--table-bits 4 applies to the int8 file: export --precision int8")
+    if table_bits == 4 and not {"int8", "int4"} & set(precisions):
+        raise ExportError("--table-bits 4 applies to the int8 and int4 files: export "
+                          "--precision int8 or int4")
     if task != "auto" and task not in tasks.names():
         raise ExportError(f"unknown task {task!r}; tasks: auto, {', '.join(tasks.names())}")
     looks_local = isinstance(model, Path) or str(model).startswith((".", "/", "~"))

@@ -283,11 +283,13 @@ INT4_RECIPES = (Int4Recipe("block32+int8_compute", accuracy_level=4), Int4Recipe
 
 
 def quantize_int4(src: Path, dst: Path, external_data: bool,
-                  recipe: Int4Recipe = INT4_RECIPES[0]) -> None:
+                  recipe: Int4Recipe = INT4_RECIPES[0], table_bits: int = 8) -> int:
     """Weight-only 4-bit MatMulNBits (symmetric, `recipe.block_size`) for every MatMul with a
-    constant weight, then the embedding table as int8 (quantize_dynamic's Gather); activations
-    fp32 or, at `recipe.accuracy_level` 4, int8 per block. Weights read one at a time from
-    `src`'s folder (export/external.py)."""
+    constant weight, then the embedding table as int8 (quantize_dynamic's Gather) or, at
+    `table_bits` 4, in 4-bit blocks that the tied head's MatMulNBits reads too (one copy,
+    export/table4.py); activations fp32 or, at `recipe.accuracy_level` 4, int8 per block.
+    Weights read one at a time from `src`'s folder (export/external.py). Returns the table's
+    bits."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -296,6 +298,8 @@ def quantize_int4(src: Path, dst: Path, external_data: bool,
     folder = Path(src).resolve().parent
     graph = load_graph(src)
     exclude = tied_head_matmuls(graph) if recipe.fp32_head else []
+    four = table_bits == 4 and not exclude and table4.table_to_4bit(
+        graph, fp32_initializer(src), recipe.accuracy_level) is not None
     nbits = _fresh(folder / f"{Path(dst).name}.nbits.onnx")
     with weights_on_disk(folder):
         quant = MatMulNBitsQuantizer(graph, block_size=recipe.block_size, is_symmetric=True,
@@ -312,6 +316,7 @@ def quantize_int4(src: Path, dst: Path, external_data: bool,
     save_consolidated(load_graph(staged), _fresh(dst), folder, external_data)
     _fresh(staged)
     _fresh(nbits)
+    return 4 if four else 8
 
 
 def largest_initializer(path: Path) -> tuple[str, tuple[int, ...], str]:

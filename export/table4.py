@@ -68,61 +68,95 @@ def _axis(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 0)
 
 
-def table_to_4bit(proto: onnx.ModelProto, fp32: Callable[[str], np.ndarray]) -> str | None:
-    """Rewrite the int8 graph's word-embedding table (a quantized Gather table, and the tied
-    head's MatMulInteger on it when there is one) to 4-bit blocks; `fp32(name)` gives the
-    table's fp32 values by its fp32 name. Returns the table's name, or None (graph left as it
-    was) where the patterns quantize_dynamic writes are not all there."""
+def _gather_path(u: onnx.NodeProto, name: str, readers: dict[str, list[onnx.NodeProto]],
+                 ranks: dict[str, int]) -> list[onnx.NodeProto] | None:
+    """The nodes from a Gather on the table to the embedding [batch, sequence, hidden]:
+    Gather [-> DequantizeLinear] [-> Transpose when axis 1, the table stored transposed]."""
+    if u.op_type != "Gather" or u.input[0] != name or ranks.get(u.input[1]) != 2 \
+            or _axis(u) not in (0, 1):
+        return None
+    path = [u]
+    if name.endswith(QUANTIZED):
+        dq = _only(readers.get(u.output[0], []), "DequantizeLinear")
+        if dq is None:
+            return None
+        path.append(dq)
+    if _axis(u) == 1:
+        tr = _only(readers.get(path[-1].output[0], []), "Transpose")
+        if tr is None:
+            return None
+        path.append(tr)
+    return path
+
+
+def _head_path(u: onnx.NodeProto, name: str, producer: dict[str, onnx.NodeProto],
+               readers: dict[str, list[onnx.NodeProto]]) -> tuple[str, list] | None:
+    """(the head's fp32 input, its nodes) for `x @ table`: MatMul in the fp32 graph, or
+    quantize_dynamic's MatMulInteger -> Cast -> Mul on the int8 table."""
+    if u.op_type == "MatMul" and u.input[1] == name:
+        return u.input[0], [u]
+    if u.op_type != "MatMulInteger" or u.input[1] != name:
+        return None
+    dql = producer.get(u.input[0])
+    cast = _only(readers.get(u.output[0], []), "Cast")
+    mul = cast and _only(readers.get(cast.output[0], []), "Mul")
+    if dql is None or dql.op_type != "DynamicQuantizeLinear" or not mul:
+        return None
+    return dql.input[0], [u, cast, mul]
+
+
+QUANTIZED = "_quantized"  # quantize_dynamic's suffix for the 8-bit copy of a weight
+
+
+def table_to_4bit(proto: onnx.ModelProto, fp32: Callable[[str], np.ndarray],
+                  accuracy_level: int | None = 4) -> str | None:
+    """Rewrite the word-embedding table (what a Gather on input ids reads, and the tied head
+    `x @ T` on it when there is one) to 4-bit blocks, in the fp32 graph (the int4 writer,
+    before MatMulNBitsQuantizer) or in the int8 graph quantize_dynamic wrote; `fp32(name)`
+    gives the table's fp32 values by its fp32 name. The head's MatMulNBits computes at
+    `accuracy_level` (4: int8 activations, None: fp32). Returns the table's name, or None
+    (graph left as it was) where the patterns are not all there."""
     graph = proto.graph
     inits = {i.name: i for i in graph.initializer}
     ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in graph.input}
     producer = {o: n for n in graph.node for o in n.output}
     readers = _consumers(graph)
     for name, table in inits.items():
-        if len(table.dims) != 2 or not name.endswith("_quantized") or name not in readers:
+        if len(table.dims) != 2 or name not in readers:
             continue
         users = readers[name]
-        gathers, heads = [], []
-        for u in users:
-            dq = _only(readers.get(u.output[0], []), "DequantizeLinear")
-            if u.op_type == "Gather" and u.input[0] == name and dq is not None \
-                    and ranks.get(u.input[1]) == 2 and _axis(u) in (0, 1):
-                last = _only(readers.get(dq.output[0], []), "Transpose") if _axis(u) else dq
-                if last is not None:  # axis 1: the tied table stored [hidden, vocab]
-                    gathers.append((u, dq, last))
-            elif u.op_type == "MatMulInteger" and u.input[1] == name:
-                dql = producer.get(u.input[0])
-                cast = _only(readers.get(u.output[0], []), "Cast")
-                mul = cast and _only(readers.get(cast.output[0], []), "Mul")
-                if dql is not None and dql.op_type == "DynamicQuantizeLinear" and mul:
-                    heads.append((dql.input[0], u, cast, mul))
+        gathers = [p for p in (_gather_path(u, name, readers, ranks) for u in users) if p]
+        heads = [h for h in (_head_path(u, name, producer, readers) for u in users) if h]
         if not gathers or len(gathers) + len(heads) != len(users) or \
-                len({_axis(g) for g, _, _ in gathers}) != 1:
+                len({_axis(g[0]) for g in gathers}) != 1:
             continue
         transposed = _axis(gathers[0][0]) == 1
         vocab, hidden = table.dims[::-1] if transposed else table.dims
         block = block_for(hidden)
         if block is None or (heads and not transposed):
             continue
-        values = fp32(name[:-len("_quantized")])
+        base = name[:-len(QUANTIZED)] if name.endswith(QUANTIZED) else name
+        values = fp32(base)
         packed, scales = four_bit_blocks(values.T if transposed else values, block)
         del values
-        _rewrite(graph, name, gathers, heads, packed, scales, hidden, vocab, block)
+        _rewrite(graph, base, gathers, heads, packed, scales, (hidden, vocab, block),
+                 accuracy_level)
         if not any(o.domain == "com.microsoft" for o in proto.opset_import):
             proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
         return name
     return None
 
 
-def _rewrite(graph: onnx.GraphProto, name: str, gathers: list, heads: list,
-             packed: np.ndarray, scales: np.ndarray, hidden: int, vocab: int,
-             block: int) -> None:
-    base = name[:-len("_quantized")]
+def _rewrite(graph: onnx.GraphProto, base: str, gathers: list, heads: list,
+             packed: np.ndarray, scales: np.ndarray, sizes: tuple[int, int, int],
+             accuracy_level: int | None) -> None:
+    hidden, vocab, block = sizes
     t4, s4, s4_rows = f"{base}_4bit", f"{base}_4bit_scales", f"{base}_4bit_scales_rows"
     nodes = list(graph.node)
-    for k, (g, dq, last) in enumerate(gathers):
+    for k, path in enumerate(gathers):
+        g, last = path[0], path[-1]
         at = nodes.index(g)
-        for n in {id(x): x for x in (g, dq, last)}.values():
+        for n in path:
             nodes.remove(n)
         blocks = f"{g.output[0]}_4bit_blocks"
         nodes[at:at] = [
@@ -132,14 +166,15 @@ def _rewrite(graph: onnx.GraphProto, name: str, gathers: list, heads: list,
                              block_size=block, bits=4, name=f"{g.name or 'embedding'}_4bit"),
             helper.make_node("Reshape", [blocks, f"{base}_4bit_rows"], [last.output[0]]),
         ]
-    for x, mm, cast, mul in heads:
-        at = nodes.index(mm)
-        for n in (mm, cast, mul):
+    for x, path in heads:
+        at = nodes.index(path[0])
+        for n in path:
             nodes.remove(n)
+        level = {} if accuracy_level is None else {"accuracy_level": accuracy_level}
         nodes.insert(at, helper.make_node(
-            "MatMulNBits", [x, t4, s4], [mul.output[0]], domain="com.microsoft", K=hidden,
-            N=vocab, bits=4, block_size=block, accuracy_level=4,  # int8 compute, as int8's
-            name=mm.name or "lm_head_4bit"))
+            "MatMulNBits", [x, t4, s4], [path[-1].output[0]], domain="com.microsoft",
+            K=hidden, N=vocab, bits=4, block_size=block, name=path[0].name or "lm_head_4bit",
+            **level))
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend([

@@ -26,7 +26,7 @@ class WriteJob:
     feeds: list[dict[str, Any]]  # validation batches
     min_agreement: float
     log: Callable[[str], None]
-    table_bits: int = 8  # the word-embedding table's bits in the int8 file (export/table4.py)
+    table_bits: int = 8  # the word-embedding table's bits in int8/int4 files (export/table4.py)
 
 
 @dataclasses.dataclass
@@ -66,7 +66,7 @@ def write_fp16(job: WriteJob) -> WriteResult:
 
 
 def write_int4(job: WriteJob) -> WriteResult:
-    """Weight-only int4 (embedding int8) through the accuracy gate."""
+    """Weight-only int4 (embedding int8, or 4-bit at --table-bits 4) through the gate."""
     recipe, tried = gate.int4_with_gate(job)
     return WriteResult(recipe, {"int4_recipes_tried": tried, "int4_gate": gate.rules(job)})
 

@@ -52,7 +52,7 @@ def test_export_then_predict(model_factory, tmp_path):
     (["--model", "/nonexistent/model", "--task", "fill-mask"], "model folder not found"),
     (["--task", "summarize"], "unknown task 'summarize'"),
     (["--task", "fill-mask", "--precision", "int3"], "unknown precision"),
-    (["--task", "fill-mask", "--precision", "fp32", "--table-bits", "4"], "applies to the int8"),
+    (["--task", "fill-mask", "--precision", "fp32", "--table-bits", "4"], "applies to the int8 and int4"),
 ])
 def test_export_errors(model_factory, tmp_path, args, text):
     base = ["export", "--output", str(tmp_path / "o")]

@@ -188,9 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep every vocabulary piece written in these languages' scripts "
                         "(ISO 639-1, comma-separated: de,fr,ru); combines with --trim-vocab")
     e.add_argument("--table-bits", type=int, default=8,
-                   help="4: the int8 file's word-embedding table (and the tied fill-mask head "
-                        "on it) in 4-bit blocks, stored once: a smaller bundle, judged by the "
-                        "accuracy gate like any recipe (default 8)")
+                   help="4: the int8 and int4 files' word-embedding table (and the tied "
+                        "fill-mask head on it) in 4-bit blocks, stored once: a smaller bundle, "
+                        "judged by the accuracy gate like any recipe (default 8)")
     e.add_argument("--inline-weights", action="store_true",
                    help="one .onnx file per precision (default: weights in <file>.data, which "
                         "onnxruntime maps: faster, leaner cold start)")
