@@ -6,8 +6,10 @@ and one fp32 scale per block, [vocab, hidden/block].
 
 Why: the table is 69% of xlm-roberta-base's weights, and it stays the largest tensor of a
 bundle trimmed to 60k pieces (46 MB of 133 at 8 bits). quantize_dynamic quantizes a Gather's
-table to 8 bits only and MatMulNBitsQuantizer leaves Gathers alone, hence this rewrite of the
-int8 graph quantize_dynamic wrote (export/quantize.py calls it). Measured on the
+table to 8 bits only and MatMulNBitsQuantizer leaves Gathers alone, hence this rewrite: of
+the int8 graph quantize_dynamic wrote, or of the fp32 graph before MatMulNBitsQuantizer for
+an int4 file (export/quantize.py calls it; without it an int4 file holds the table twice, 4
+bits for the head and 8 for the Gather). Measured on the
 base-shaped fill-mask, trimmed to 60k pieces / untrimmed (results/avx2-epyc/table-bits): on
 disk 135 -> 118 MB / 289 -> 217 MB, cold-start peak RSS 304 -> 283 / 816 -> 725 MB, b1 p50
 11.7 -> 10.9 / 18.4 -> 15.6 ms; the accuracy gate judges it like any recipe (opt-in: 4-bit
@@ -21,6 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 BLOCKS = (32, 16)  # the first that divides hidden (GatherBlockQuantized: a power of 2, >= 16)
+QUANTIZED = "_quantized"  # quantize_dynamic's suffix for the 8-bit copy of a weight
 ROWS = 1 << 14  # table rows quantized at a time (XL: 16k x 2560 fp32 = 168 MB)
 
 
@@ -83,7 +86,8 @@ def _gather_path(u: onnx.NodeProto, name: str, readers: dict[str, list[onnx.Node
         path.append(dq)
     if _axis(u) == 1:
         tr = _only(readers.get(path[-1].output[0], []), "Transpose")
-        if tr is None:
+        perm = tr and next((list(a.ints) for a in tr.attribute if a.name == "perm"), None)
+        if tr is None or perm != [1, 2, 0]:  # [hidden, batch, sequence] -> rows
             return None
         path.append(tr)
     return path
@@ -104,8 +108,6 @@ def _head_path(u: onnx.NodeProto, name: str, producer: dict[str, onnx.NodeProto]
         return None
     return dql.input[0], [u, cast, mul]
 
-
-QUANTIZED = "_quantized"  # quantize_dynamic's suffix for the 8-bit copy of a weight
 
 
 def table_to_4bit(proto: onnx.ModelProto, fp32: Callable[[str], np.ndarray],
