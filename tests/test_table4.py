@@ -146,9 +146,10 @@ def test_an_untied_table_is_rewritten_for_its_gather_alone(model_factory, bundle
     for f in ("model.fp32.onnx", "model.fp32.onnx.data"):
         shutil.copy(bundle / f, work / f)
     fp32 = work / "model.fp32.onnx"
-    _, head, bits = quantize.quantize_int8(fp32, work / "t4.onnx", quantize.INT8_RECIPES[0],
-                                           True, hidden, config["intermediate_size"], 4)
-    assert (head, bits) == (False, 4)
+    for recipe in quantize.INT8_RECIPES[::-1]:  # every recipe's graph; the default's kept
+        _, head, bits = quantize.quantize_int8(fp32, work / "t4.onnx", recipe, True, hidden,
+                                               config["intermediate_size"], 4)
+        assert (recipe.name, head, bits) == (recipe.name, False, 4)
     assert quantize.quantize_int4(fp32, work / "i4.onnx", True, table_bits=4) == 4
     for path in (work / "t4.onnx", work / "i4.onnx"):
         (dims, readers), = [v for k, v in _tables(path).items() if not k.endswith("scales")]
@@ -163,3 +164,19 @@ def test_an_untied_table_is_rewritten_for_its_gather_alone(model_factory, bundle
     # measured: logits within 1.27, 8 bits off by 0.035, 4 bits by 0.068; the nibbles swapped
     # (a wrong layout) by 1.32
     assert four < 0.25 * scale and four < 5 * eight + 1e-3
+
+
+@needs_torch
+@pytest.mark.main_env_only
+def test_the_gate_names_the_table_when_it_fails(bundle_factory, tmp_path):
+    from types import SimpleNamespace
+
+    from xlmr_serverless.export import ExportError, gate
+    from xlmr_serverless.export.writers import WriteJob
+    from xlmr_serverless.runtime.tasks import task_spec
+
+    fp32 = bundle_factory("text-classification") / "model.fp32.onnx"
+    job = WriteJob(fp32, tmp_path / "x.onnx", True, task_spec("text-classification"),
+                   SimpleNamespace(), [], 0.99, lambda s: None, table_bits=4)
+    with pytest.raises(ExportError, match="export --precision fp32, drop --table-bits 4 or"):
+        gate.with_gate(job, "int8", [], lambda recipe: {})  # no recipe passes
