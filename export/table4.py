@@ -109,7 +109,6 @@ def _head_path(u: onnx.NodeProto, name: str, producer: dict[str, onnx.NodeProto]
     return dql.input[0], [u, cast, mul]
 
 
-
 def table_to_4bit(proto: onnx.ModelProto, fp32: Callable[[str], np.ndarray],
                   accuracy_level: int | None = 4) -> str | None:
     """Rewrite the word-embedding table (what a Gather on input ids reads, and the tied head
@@ -143,6 +142,7 @@ def table_to_4bit(proto: onnx.ModelProto, fp32: Callable[[str], np.ndarray],
         del values
         _rewrite(graph, base, gathers, heads, packed, scales, (hidden, vocab, block),
                  accuracy_level)
+        _prune(proto)
         if not any(o.domain == "com.microsoft" for o in proto.opset_import):
             proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
         return name
@@ -161,9 +161,11 @@ def _rewrite(graph: onnx.GraphProto, base: str, gathers: list, heads: list,
         for n in path:
             nodes.remove(n)
         blocks = f"{g.output[0]}_4bit_blocks"
+        rows = [helper.make_node("Unsqueeze", [s4, f"{base}_4bit_axis2"], [s4_rows])] \
+            if k == 0 else []  # the Gather's scales [vocab, blocks, 1], made once
         nodes[at:at] = [
-            helper.make_node("Unsqueeze", [s4, f"{base}_4bit_axis2"], [f"{s4_rows}{k}"]),
-            helper.make_node("GatherBlockQuantized", [t4, g.input[1], f"{s4_rows}{k}"], [blocks],
+            *rows,
+            helper.make_node("GatherBlockQuantized", [t4, g.input[1], s4_rows], [blocks],
                              domain="com.microsoft", gather_axis=0, quantize_axis=2,
                              block_size=block, bits=4, name=f"{g.name or 'embedding'}_4bit"),
             helper.make_node("Reshape", [blocks, f"{base}_4bit_rows"], [last.output[0]]),
@@ -183,21 +185,11 @@ def _rewrite(graph: onnx.GraphProto, base: str, gathers: list, heads: list,
         numpy_helper.from_array(packed, t4), numpy_helper.from_array(scales, s4),
         numpy_helper.from_array(np.array([2], np.int64), f"{base}_4bit_axis2"),
         numpy_helper.from_array(np.array([0, 0, hidden], np.int64), f"{base}_4bit_rows")])
-    _drop_unused(graph)
 
 
-def _drop_unused(graph: onnx.GraphProto) -> None:
-    """Nodes whose outputs nothing reads (the head's activation quantizer) and initializers no
-    node reads (the 8-bit table, its scale and zero point), removed."""
-    outputs = {o.name for o in graph.output}
-    while True:
-        read = {i for n in graph.node for i in n.input} | outputs
-        dead = [n for n in graph.node if not any(o in read for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            graph.node.remove(n)
-    read = {i for n in graph.node for i in n.input}
-    kept = [i for i in graph.initializer if i.name in read]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+def _prune(proto: onnx.ModelProto) -> None:
+    """What the rewrite left unread (the head's activation quantizer, the 8-bit table, its
+    scale and zero point) removed, by onnxruntime's own graph pruning; inputs kept."""
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    OnnxModel(proto).prune_graph(allow_remove_graph_inputs=False)
