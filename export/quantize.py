@@ -124,11 +124,11 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
 
 def fp32_initializer(src: Path) -> Callable[[str], np.ndarray]:
     """name -> that weight's values in the fp32 graph `src` (read from its folder)."""
-    from .external import load_graph
+    from .external import load_graph, read_array
 
     def read(name: str) -> np.ndarray:
         tensor = next(i for i in load_graph(src).graph.initializer if i.name == name)
-        return numpy_helper.to_array(tensor, base_dir=str(Path(src).resolve().parent))
+        return read_array(tensor, str(Path(src).resolve().parent))
     return read
 
 
