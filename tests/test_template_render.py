@@ -19,8 +19,7 @@ CHOICES = {
     "jwt": {"AuthType": "JWT", "JwtIssuer": "https://issuer.example", "JwtAudience": "client-1",
             "ProvisionedConcurrency": "2"},
     "open": {"AuthType": "NONE", "EnableRestApi": "true", "ModelBucket": "models",
-             "ModelPrefix": "team/v1"},
-    "snap": {"AuthType": "NONE", "SnapStart": "true", "EphemeralStorageMB": "4096"},
+             "ModelPrefix": "team/v1", "EphemeralStorageMB": "4096"},
 }
 TRANSFORM = """
 import json, sys
@@ -112,7 +111,7 @@ def http_api_body(resources: dict[str, Any]) -> dict[str, Any]:
 def test_the_chosen_auth_guards_every_route(rendered):
     from xlmr_serverless.aws_lambda.routes import ROUTES
 
-    expect = {"iam": [{"AWS_IAM": []}], "jwt": [{"Jwt": []}], "open": [], "snap": []}
+    expect = {"iam": [{"AWS_IAM": []}], "jwt": [{"Jwt": []}], "open": []}
     for name, resources in rendered.items():
         body = http_api_body(resources)
         ops = {(m.upper(), p): op for p, methods in body["paths"].items()
@@ -148,6 +147,7 @@ def test_function_limits_logs_storage_and_s3_policy(rendered):
     assert fn["ReservedConcurrentExecutions"] == "5"
     assert "ReservedConcurrentExecutions" not in open_["InferenceFunction"]["Properties"]
     assert fn["EphemeralStorage"] == {"Size": "2048"}
+    assert open_["InferenceFunction"]["Properties"]["EphemeralStorage"] == {"Size": "4096"}
     assert fn["LoggingConfig"]["LogGroup"] == {"Ref": "FunctionLogGroup"}
     assert iam["FunctionLogGroup"]["Properties"]["RetentionInDays"] == "30"
     policy = json.dumps(iam["InferenceFunctionRole"]["Properties"]["Policies"])
@@ -190,14 +190,8 @@ def rules_broken(template: dict[str, Any], given: dict[str, str]) -> list[str]:
     return broken
 
 
-def test_snapstart_is_a_parameter_off_by_default(rendered):
-    """SnapStart on the published versions (the `live` alias's), /tmp at SnapStart's 512 MB
-    limit, and a rule refusing it beside provisioned concurrency."""
-    snap = rendered["snap"]["InferenceFunction"]["Properties"]
-    assert snap["SnapStart"] == {"ApplyOn": "PublishedVersions"}
-    assert snap["EphemeralStorage"] == {"Size": 512}
-    for off in ("iam", "jwt", "open"):
-        assert "SnapStart" not in rendered[off]["InferenceFunction"]["Properties"]
+def template_as_written() -> dict[str, Any]:
+    """template.yaml as written (before SAM's transform), short-form intrinsics in long form."""
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -207,8 +201,30 @@ def test_snapstart_is_a_parameter_off_by_default(rendered):
         ("Ref" if suffix == "Ref" else "Fn::" + suffix):
             loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
             else loader.construct_scalar(node)})
-    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
-    assert rules_broken(template, {"SnapStart": "true", "ProvisionedConcurrency": "2"}) == [
-        "SnapStartOrProvisionedConcurrency"]
-    assert rules_broken(template, {"SnapStart": "true"}) == []
-    assert rules_broken(template, {"ProvisionedConcurrency": "2"}) == []
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=Loader)
+
+
+def test_rules_refuse_what_cannot_deploy():
+    """The template's Rules, evaluated as CloudFormation does before it deploys anything:
+    JWT without its issuer and audience, and JWT on the REST API (which has no JWT
+    authorizer), are refused; every rendered choice passes."""
+    template = template_as_written()
+    for given in CHOICES.values():
+        assert rules_broken(template, given) == [], given
+    assert rules_broken(template, {"AuthType": "JWT", "JwtIssuer": "https://issuer.example"}) \
+        == ["JwtNeedsIssuerAndAudience"]
+    assert rules_broken(template, {**CHOICES["jwt"], "EnableRestApi": "true"}) == [
+        "RestApiHasNoJwt"]
+
+
+def test_the_image_function_has_no_snapstart(rendered):
+    """Lambda SnapStart serves zip functions on managed runtimes only, not container images
+    (AWS Lambda Developer Guide, SnapStart's supported features): the image function may not
+    carry it under any condition."""
+    functions = [res["Properties"] for resources in rendered.values()
+                 for res in resources.values()
+                 if isinstance(res, dict) and res.get("Type") == "AWS::Lambda::Function"]
+    assert functions and all(f["PackageType"] == "Image" for f in functions)
+    for name, res in template_as_written()["Resources"].items():  # every condition's branch
+        if res["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            assert "SnapStart" not in json.dumps(res["Properties"]), name
