@@ -1,7 +1,7 @@
 """AWS Lambda entry point: `xlmr_serverless.aws_lambda.handler.handler`. The bundle loads here, once per
 container, in the init phase (outside the handler), and warm invocations reuse it. Its load
-begins before the handler's own imports (Powertools): onnxruntime builds the session without
-the GIL while they run."""
+begins before the handler's own imports (Powertools), which start once the load's imports are
+done: onnxruntime builds the session without the GIL while they run (loading.py)."""
 from __future__ import annotations
 
 import time

@@ -23,6 +23,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import threading
+
     from .bundle import Bundle
     from .pipeline import Pipeline
 
@@ -33,16 +35,18 @@ __all__ = ["load", "Pipeline", "Bundle", "Budget", "OverBudgetError", "XlmrError
 
 def load(bundle_dir: str | Path, provider: str = "auto", precision: str | None = None,
          threads: int | None = None, batch_size: int = 16, verify: bool = True,
-         io_binding: bool | None = None, budget: Budget | None = None) -> Pipeline:
+         io_binding: bool | None = None, budget: Budget | None = None,
+         started: threading.Event | None = None) -> Pipeline:
     """Load a bundle and return the pipeline of its task. `batch_size` is how many rows one
     forward pass takes; `io_binding` None: on for CUDA (inputs and outputs bound on the GPU),
     off on CPU where it only adds bookkeeping; `budget` limits what one call may cost (none
-    by default: the Lambda adapter sets it from its environment)."""
+    by default: the Lambda adapter sets it from its environment); `started` is set once the
+    load's own imports are done and its session builds without the GIL (bundle.open_bundle)."""
     from .bundle import open_bundle
     from .tasks import pipeline_class
 
     bundle = open_bundle(bundle_dir, provider=provider, precision=precision, threads=threads,
-                         verify=verify, io_binding=io_binding)
+                         verify=verify, io_binding=io_binding, started=started)
     return pipeline_class(bundle.manifest.task)(bundle, batch_size=batch_size, budget=budget)
 
 

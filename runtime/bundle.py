@@ -150,9 +150,13 @@ def check_graph(manifest: Manifest, session: Any) -> None:
 
 def open_bundle(folder: str | Path, provider: str = "auto", precision: str | None = None,
                 threads: int | None = None, verify: bool = True,
-                io_binding: bool | None = None) -> Bundle:
+                io_binding: bool | None = None,
+                started: threading.Event | None = None) -> Bundle:
     """Load a bundle folder. `verify` checks sha256 of every file (sizes are always checked);
-    `io_binding` None binds inputs and outputs on the device where that pays (CUDA)."""
+    `io_binding` None binds inputs and outputs on the device where that pays (CUDA).
+    `started`, if given, is set once the load's imports are done and onnxruntime's session
+    build runs without the GIL: from then on the load holds the GIL only for the tokenizer's
+    build, and a caller's own imports contend with nothing else."""
     t0 = time.perf_counter()
     folder = Path(folder)
     manifest = read_manifest(folder)  # checked against its digest
@@ -179,6 +183,8 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
                            provider == "cuda", native)
         hashed = pool.submit(_timed, verify_once, manifest, folder) if verify else None
         native.wait()
+        if started is not None:
+            started.set()
         tok = pool.submit(_timed, TextTokenizer, folder / manifest.tokenizer["file"],
                           manifest.tokenizer.get("clean_up_tokenization_spaces", False))
         (tokenizer, timings["tokenizer"]), ((session, used), timings["session"]) = \

@@ -197,6 +197,33 @@ def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path, capfd, begun):
     assert str(tmp_path) not in json.dumps(body)
 
 
+def test_the_handlers_imports_wait_for_the_loads_own(embed_bundle, monkeypatch):
+    """start_loading (handler.py, before its Powertools imports) returns once the load's own
+    imports are done and onnxruntime's session build has begun, so the two threads do not
+    import side by side; the load then finishes on its thread."""
+    from xlmr_serverless.aws_lambda.config import Settings
+    from xlmr_serverless.aws_lambda.loading import start_loading
+    from xlmr_serverless.runtime import session
+
+    steps: list[str] = []
+    build = session._create_session
+
+    def watched(*args, **kwargs):
+        steps.append("session build begun")
+        made = build(*args, **kwargs)
+        steps.append("session built")
+        return made
+
+    monkeypatch.setattr(session, "_create_session", watched)
+    settings = dataclasses.replace(Settings.from_env({}), bundle_dir=embed_bundle)
+    future = start_loading(settings)
+    assert steps[:1] == ["session build begun"]
+    pipe, phases = future.result(timeout=120)
+    assert steps == ["session build begun", "session built"]
+    assert {"tokenizer", "session", "load"} <= set(phases)
+    assert pipe("hello")  # it serves
+
+
 @pytest.mark.parametrize("event", [
     {"version": "2.0", "requestContext": None, "rawPath": "/health"},
     {"version": "2.0", "requestContext": {"domainName": "x"}, "rawPath": "/health"},
@@ -362,6 +389,25 @@ def test_bundle_from_s3(embed_bundle, tmp_path):
         assert list(fresh.iterdir()) == []  # no half-written folder
         with pytest.raises(BundleError, match="cannot read"):
             fetch_bundle("s3://models/missing", root, s3)
+
+        # the handler's way: begun on its thread (which lets the caller's imports go on while
+        # the download waits on the network), into this sandbox's /tmp
+        import functools
+
+        from xlmr_serverless.aws_lambda import s3 as s3_module
+        from xlmr_serverless.aws_lambda.config import Settings
+        from xlmr_serverless.aws_lambda.loading import start_loading
+
+        sandbox = tmp_path / "sandbox"
+        sandbox.mkdir()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(s3_module, "fetch_bundle",
+                       functools.partial(fetch_bundle, root=sandbox, client=s3))
+            settings = dataclasses.replace(Settings.from_env({}),
+                                           model_s3_uri="s3://models/xlmr/v1/")
+            pipe, phases = start_loading(settings).result(timeout=120)
+        assert pipe("hello") and phases["s3_download"] > 0
+        assert pipe.bundle.folder.parent == sandbox
 
 
 def free_port() -> int:
