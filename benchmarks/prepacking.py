@@ -16,13 +16,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 MODES = {"on": "on (default)", "off": "off", "saved": "saved prepacked, mapped"}
 
 
-def options(threads: int, mode: str) -> object:
+def options(threads: int, mode: str) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -56,10 +57,11 @@ def save_prepacked(model: Path, folder: Path) -> Path:
 
 def feed_for(model: Path) -> dict[str, np.ndarray]:
     """16 tokens with one mask (the bundle's own mask id, read from the tokenizer.json beside
-    the file: a trimmed vocabulary has its own)."""
+    the file: a trimmed vocabulary has its own; none for a file outside a bundle)."""
     from tokenizers import Tokenizer
 
-    mask = Tokenizer.from_file(str(model.parent / "tokenizer.json")).token_to_id("<mask>")
+    path = model.parent / "tokenizer.json"
+    mask = Tokenizer.from_file(str(path)).token_to_id("<mask>") if path.exists() else None
     ids = np.array([[0, *range(100, 107), mask if mask is not None else 107,
                      *range(200, 206), 2]])
     return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
