@@ -7,13 +7,14 @@ start), the bundle verified at "build" where it does that, and a bare interprete
 with nothing in it) to run it all. Read from each checkout's own Dockerfile, so an older
 checkout is measured as its image was.
 
-    python -m benchmarks.image_layout [--source CHECKOUT]    # prints the folder
+    python -m benchmarks.image_layout [--source CHECKOUT]    # prints how to run it
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,41 @@ def place_package(source: Path, task: Path, python: Path | str = sys.executable)
         _run([str(python), "-m", "compileall", "-q", str(task / "xlmr_serverless")])
 
 
+# what the image's environment sets that changes how its processes run, not where they look
+CARRIED_ENV = ("LD_PRELOAD", "TCMALLOC_")
+LIBRARY_DIRS = ("/usr/lib64", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib")
+
+
+def dockerfile_env(text: str) -> dict[str, str]:
+    """The KEY=VALUE pairs of a Dockerfile's ENV instructions, later ones winning."""
+    env: dict[str, str] = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        if words and words[0] == "ENV":
+            env.update(w.partition("=")[::2] for w in words[1:] if "=" in w)
+    return env
+
+
+def image_env(source: Path = ROOT) -> dict[str, str]:
+    """The environment that checkout's image gives its processes, for this machine: its
+    allocator (LD_PRELOAD, the same library file found in this machine's library folders)
+    and that allocator's settings. A library missing here is an error: a start measured
+    without it would not be the image's."""
+    env = {k: v for k, v in dockerfile_env(dockerfile(source).read_text()).items()
+           if k.startswith(CARRIED_ENV)}
+    if env.get("LD_PRELOAD"):
+        found = []
+        for name in (Path(p).name for p in env["LD_PRELOAD"].split()):
+            here = [Path(d) / name for d in LIBRARY_DIRS if (Path(d) / name).is_file()]
+            if not here:
+                raise FileNotFoundError(
+                    f"the image preloads {name}, not found in {', '.join(LIBRARY_DIRS)}: "
+                    "install it (Debian: libtcmalloc-minimal4) to run the image's layout")
+            found.append(str(here[0]))
+        env["LD_PRELOAD"] = " ".join(found)
+    return env
+
+
 def dockerfile(source: Path) -> Path:
     return source / "lambda" / "Dockerfile"
 
@@ -108,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--source", type=Path, default=ROOT, help="a checkout (default: this one)")
     a = ap.parse_args(argv)
     python, task = layout(a.source)
-    print(f"{python} with PYTHONPATH={task}")
+    env = " ".join(f"{k}={v}" for k, v in image_env(a.source).items())
+    print(f"{env} PYTHONPATH={task} {python}".strip())
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 compiled bytecode, the bundle verified at build), the runtime interface client
 (`python -m awslambdaric xlmr_serverless.aws_lambda.handler.handler`, the image's CMD) on an
 emulated Runtime API, a fresh empty /tmp for every start (a new sandbox), pinned to one vCPU
-(what a function of up to 1,769 MB gets) and to two. Timed from process start to the first
+(what a function of up to 1,769 MB gets) and to two, with the environment the image sets
+(its allocator, benchmarks/image_layout.image_env). Timed from process start to the first
 response posted back (not to the process's exit); peak RSS of the process; the handler's own
 phases from its first log line. Each checkout, bundle and CPU count in its own process,
 rounds alternating; the ISA named.
 
     python -m benchmarks.lambda_cold_start BUNDLE [BUNDLE ...] [--rounds 3]
         [--code before=/path/to/other/checkout]   # compare code, same bundles, same run
+        [--env glibc=LD_PRELOAD=]                 # this code, its environment changed, beside it
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.image_layout import ROOT, layout, verifies_at_build, verify_at_build
+from benchmarks.image_layout import ROOT, image_env, layout, verifies_at_build, verify_at_build
 from benchmarks.phases import handler_phases
 from benchmarks.runtime_api import RuntimeApi
 from xlmr_serverless.runtime.cpu import cpu_model, isa
@@ -38,7 +40,7 @@ def sample_request(bundle: Path) -> dict[str, Any]:
 
 
 def one_start(python: Path, task: Path, bundle: Path, cpus: int,
-              event: dict[str, Any]) -> dict[str, Any]:
+              event: dict[str, Any], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """One cold start in a new process and a new /tmp; seconds to the first response, to the
     end of init (the client's first poll), peak RSS, the handler's phases."""
     api = RuntimeApi([dict(event, _id="first")])
@@ -47,7 +49,7 @@ def one_start(python: Path, task: Path, bundle: Path, cpus: int,
            "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(bundle),
            "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008",
            "POWERTOOLS_METRICS_NAMESPACE": "bench", "TMPDIR": str(sandbox_tmp),
-           "HOME": str(sandbox_tmp), "TOKENIZERS_PARALLELISM": "false"}
+           "HOME": str(sandbox_tmp), "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}
     pin = ["taskset", "-c", ",".join(map(str, sorted(os.sched_getaffinity(0))[:cpus]))]
     t0 = time.perf_counter()
     proc = subprocess.Popen([*pin, str(python), "-m", "awslambdaric",
@@ -79,12 +81,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpus", default="1,2", help="CPU counts to pin to (default 1,2)")
     ap.add_argument("--code", action="append", default=[],
                     help="NAME=CHECKOUT: another checkout's code to run beside this one's")
+    ap.add_argument("--env", action="append", default=[],
+                    help="NAME=KEY=VALUE[,KEY=VALUE]: this code with more environment "
+                         "(an allocator, a thread setting) run beside it")
     a = ap.parse_args(argv)
     codes = {"this": ROOT, **{c.split("=", 1)[0]: Path(c.split("=", 1)[1]) for c in a.code}}
     cpus = [int(c) for c in a.cpus.split(",")]
     layouts = {name: layout(src) for name, src in codes.items()}
+    envs = {name: image_env(src) for name, src in codes.items()}  # each image's allocator
+    for e in a.env:
+        name, pairs = e.split("=", 1)
+        envs[name] = {**envs["this"], **dict(kv.split("=", 1) for kv in pairs.split(","))}
+        layouts[name] = layouts["this"]
     for name, (python, task) in layouts.items():
-        if verifies_at_build(codes[name]):  # as that checkout's image does
+        if name in codes and verifies_at_build(codes[name]):  # as that checkout's image does
             for b in a.bundles:
                 verify_at_build(python, task, b.resolve())
     events = {b: sample_request(b) for b in a.bundles}
@@ -94,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             for b in a.bundles:
                 for c in cpus:
                     runs.setdefault((name, b, c), []).append(
-                        one_start(python, task, b.resolve(), c, events[b]))
+                        one_start(python, task, b.resolve(), c, events[b], envs[name]))
     print(f"ISA {isa()} ({cpu_model()}); {a.rounds} alternating rounds; awslambdaric in the "
           f"image's layout, a fresh /tmp per start; median of the rounds, and the fastest (what\n"
           "a shared machine's noise, which only ever adds, leaves of a start)\n")

@@ -4,6 +4,7 @@
 #   .venv-tf4    transformers 4.57.x: the QA pipeline's reference and Optimum's supported line
 #   .venv-sam    aws-sam-cli on its own: its pins would fight the project's
 #   .venv-serve  the serving side alone (runtime + lambda, no torch): the fast serving tier
+# and, where apt-get can, the allocator the Lambda image preloads (libtcmalloc-minimal4).
 # The environments install side by side; --no-compile leaves bytecode to the first import
 # (compiling all of torch at install costs ~30 s of a 41 s install here).
 set -euo pipefail
@@ -32,6 +33,17 @@ make_sam() {
   fi
 }
 
+make_allocator() {  # lambda/Dockerfile preloads tcmalloc: its tests and benchmarks do too
+  ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal.so.4 && return 0
+  if command -v apt-get > /dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q libtcmalloc-minimal4 > /dev/null 2>&1 \
+      || { apt-get update -q > /dev/null 2>&1 && apt-get install -y -q libtcmalloc-minimal4 > /dev/null 2>&1; } \
+      || echo "note: libtcmalloc-minimal4 not installed; the image-environment test will skip"
+  fi
+  return 0
+}
+
+make_allocator
 pids=()
 if [ "$want" = main ] || [ "$want" = all ]; then make_env .venv "transformers>=5,<6" & pids+=($!); fi
 if [ "$want" = tf4 ] || [ "$want" = all ]; then

@@ -441,20 +441,29 @@ def test_xlmr_serve_answers_http(embed_bundle):
         proc.wait(timeout=10)
 
 
-def test_awslambdaric_end_to_end(embed_bundle):
+def test_awslambdaric_end_to_end(embed_bundle, handlers):
     """`python -m awslambdaric xlmr_serverless.aws_lambda.handler.handler`: the image's CMD, on
-    a fake Runtime API."""
+    a fake Runtime API, with the environment lambda/Dockerfile sets (its allocator, tcmalloc,
+    preloaded: benchmarks/image_layout.image_env finds this machine's copy). The answers are
+    the in-process handler's, made with this process's own allocator."""
     pytest.importorskip("awslambdaric")
+    from benchmarks.image_layout import image_env
     from benchmarks.runtime_api import RuntimeApi
 
-    events = [dict(http_event("GET", "/health", None), _id="r1"),
-              dict(rest_event("POST", "/embed", json.dumps({"inputs": ["héllo", "wörld"]})), _id="r2"),
+    try:
+        image = image_env()
+    except FileNotFoundError as exc:  # scripts/setup.sh installs it where apt-get can
+        pytest.skip(str(exc))
+    assert image.get("LD_PRELOAD"), "lambda/Dockerfile preloads an allocator"
+    embed = rest_event("POST", "/embed", json.dumps({"inputs": ["héllo", "wörld"]}))
+    events = [dict(http_event("GET", "/health", None), _id="r1"), dict(embed, _id="r2"),
               dict(http_event("POST", "/predict", "{broken"), _id="r3"),
               dict({"inputs": "direct call"}, _id="r4")]
     api = RuntimeApi(events)
-    env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(embed_bundle),
-           "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
-           "POWERTOOLS_METRICS_NAMESPACE": "test", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **image, "AWS_LAMBDA_RUNTIME_API": api.address,
+           "BUNDLE_DIR": str(embed_bundle), "AWS_LAMBDA_FUNCTION_NAME": "xlmr",
+           "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048", "POWERTOOLS_METRICS_NAMESPACE": "test",
+           "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "awslambdaric",
                              "xlmr_serverless.aws_lambda.handler.handler"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -463,10 +472,15 @@ def test_awslambdaric_end_to_end(embed_bundle):
         deadline = time.time() + 30
         while len(api.responses) < 4 and time.time() < deadline:
             time.sleep(0.1)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
     finally:
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
     assert not api.errors, api.errors
+    assert Path(image["LD_PRELOAD"]).name in maps  # the image's allocator served that process
+    assert "large alloc" not in out  # tcmalloc's report stays quiet (threshold set with it)
+    assert json.loads(api.responses["r2"]["body"]) == call(handlers("feature-extraction"),
+                                                           embed)[1]
     assert api.responses["r1"]["statusCode"] == 200
     assert len(json.loads(api.responses["r2"]["body"])) == 2
     assert api.responses["r3"]["statusCode"] == 400
