@@ -638,6 +638,28 @@ def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path, mon
         load(copy)  # the loads went on beside it, but nothing is served
 
 
+def test_the_images_environment_is_read_as_docker_reads_it(tmp_path, monkeypatch):
+    """benchmarks.image_layout.image_env: ENV instructions with continuations, quotes and
+    comments, a later value winning; only what changes how processes run is carried (the
+    allocator), its library found by file name in this machine's folders, or an error."""
+    import benchmarks.image_layout as il
+
+    text = ("FROM base\n# ENV NOT=this\nENV A=1 \\\n    LD_PRELOAD=/usr/lib64/libfake.so.4 \\\n"
+            '    TCMALLOC_X="two words"\nRUN echo ENV=no\nENV A=2 TCMALLOC_Y=3\n')
+    assert il.dockerfile_env(text) == {"A": "2", "LD_PRELOAD": "/usr/lib64/libfake.so.4",
+                                       "TCMALLOC_X": "two words", "TCMALLOC_Y": "3"}
+    checkout = tmp_path / "checkout"
+    (checkout / "lambda").mkdir(parents=True)
+    (checkout / "lambda" / "Dockerfile").write_text(text)
+    with pytest.raises(FileNotFoundError, match="libfake.so.4"):
+        il.image_env(checkout)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libfake.so.4").write_bytes(b"")
+    monkeypatch.setattr(il, "LIBRARY_DIRS", (str(tmp_path / "nowhere"), str(tmp_path / "lib")))
+    assert il.image_env(checkout) == {"LD_PRELOAD": str(tmp_path / "lib" / "libfake.so.4"),
+                                      "TCMALLOC_X": "two words", "TCMALLOC_Y": "3"}
+
+
 def test_the_image_layout_runs_compiled_code_on_a_bundle_verified_at_build(embed_bundle,
                                                                            tmp_path):
     """What lambda/Dockerfile builds, without Docker (benchmarks/image_layout.py reads its COPY
