@@ -1,5 +1,6 @@
-"""template.yaml passes cfn-lint and `sam validate --lint`; it wires every route; the sample
-events in events/ run through `xlmr invoke` as `sam local invoke -e` would run them."""
+"""template.yaml passes cfn-lint and `sam validate --lint`, the images' Dockerfiles hadolint; it
+wires every route; the sample events in events/ run through `xlmr invoke` as `sam local invoke
+-e` would run them."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,16 @@ SAM = shutil.which("sam") or str(ROOT / ".venv-sam/bin/sam")
 def test_cfn_lint():
     res = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(ROOT / "template.yaml")],
                          capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_dockerfiles_pass_hadolint():
+    """hadolint (Docker's linter, ShellCheck on the RUN lines) on both images, which cannot be
+    built here: pinned packages, quoted paths, no `cd` in a RUN. The rules set aside are set
+    aside in the Dockerfiles, each with its reason."""
+    res = subprocess.run([str(Path(sys.executable).parent / "hadolint"), "--no-color",
+                          "--failure-threshold", "info", "lambda/Dockerfile",
+                          "lambda/Dockerfile.gpu"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
