@@ -69,8 +69,24 @@ def auto_flag(name: str, value: str) -> bool | None:
     raise ValueError(f"{name} must be auto, true or false, got {value!r}")
 
 
+# What the served process's environment holds unless the deployment set it otherwise. Only
+# /tmp is writable on Lambda: every cache a library might write points there. onnxruntime
+# (1.29 and later) sends usage telemetry from Linux by default: at its first session it writes
+# a device id and an SQLite event store under the cache folder and uploads events (the
+# process, the sessions, the model's metadata) to Microsoft's collector from background
+# threads, which a public endpoint serving someone's model must not do unasked; it is read
+# once, before onnxruntime starts (ORT_DISABLE_TELEMETRY=0 in the function's environment
+# turns it back on).
+SAFE_ENVIRONMENT: dict[str, str] = {
+    **dict.fromkeys(("HOME", "XDG_CACHE_HOME", "HF_HOME", "NUMBA_CACHE_DIR", "MPLCONFIGDIR"),
+                    "/tmp"),
+    "TOKENIZERS_PARALLELISM": "false",
+    "ORT_DISABLE_TELEMETRY": "1",
+}
+
+
 def lambda_safe_environment() -> None:
-    """Only /tmp is writable on Lambda: point every cache a library might write there."""
-    for var in ("HOME", "XDG_CACHE_HOME", "HF_HOME", "NUMBA_CACHE_DIR", "MPLCONFIGDIR"):
-        os.environ.setdefault(var, "/tmp")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """SAFE_ENVIRONMENT, where the deployment left a variable unset (before onnxruntime's
+    import: the handler calls it first thing)."""
+    for var, value in SAFE_ENVIRONMENT.items():
+        os.environ.setdefault(var, value)

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -493,6 +494,28 @@ def test_awslambdaric_end_to_end(embed_bundle, handlers):
         pytest.skip(f"answered without the image's allocator: {missing}")
     assert Path(image["LD_PRELOAD"]).name in maps  # the image's allocator served that process
     assert "large alloc" not in out  # tcmalloc's report stays quiet (threshold set with it)
+
+
+def test_the_served_process_sends_no_onnxruntime_telemetry(embed_bundle, tmp_path):
+    """onnxruntime's Linux telemetry (1.29+) writes a device id and an event store under the
+    cache folder at its first session and uploads from there: a bare session does (where this
+    onnxruntime has it), the handler's process, with the same cache folder, does not."""
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    model = next(p for p in sorted(embed_bundle.glob("*.onnx")))
+    for name in ("bare", "handler"):
+        cache = tmp_path / name
+        cache.mkdir()
+        code = (f"import onnxruntime as ort; ort.InferenceSession({str(model)!r}, "
+                "providers=['CPUExecutionProvider'])" if name == "bare" else
+                "from xlmr_serverless.aws_lambda.handler import handler")  # loads the bundle
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=ROOT,
+                       env={**env, "HOME": str(cache), "XDG_CACHE_HOME": str(cache),
+                            "BUNDLE_DIR": str(embed_bundle), "PYTHONPATH": str(ROOT),
+                            "POWERTOOLS_METRICS_NAMESPACE": "test"})
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*onnxruntime*"))
+    assert not [p for p in written if p.startswith("handler")], written
+    if not written:
+        pytest.skip("this onnxruntime writes no telemetry store (built without it)")
 
 
 def test_gpu_image_wsgi_app_serves_the_same_routes(embed_bundle, monkeypatch):
