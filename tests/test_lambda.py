@@ -518,6 +518,28 @@ def test_the_served_process_sends_no_onnxruntime_telemetry(embed_bundle, tmp_pat
         pytest.skip("this onnxruntime writes no telemetry store (built without it)")
 
 
+def test_the_cold_start_floor_does_the_handlers_work(embed_bundle, tmp_path):
+    """benchmarks/cold_start_floor.py's floor: every step the handler's cold start takes
+    (runtime client, numpy, onnxruntime, tokenizers, Powertools, the tokenizer, the session,
+    one run of the graph on the sample request's text) in a process of its own; a model file
+    that does not load fails it instead of timing a start that did less."""
+    pytest.importorskip("awslambdaric")
+    from benchmarks.cold_start_floor import VARIANTS, cpu_model_file, one_floor, request_text
+    from xlmr_serverless.aws_lambda.local import sample_event
+
+    text = request_text(sample_event(embed_bundle, "hello"))
+    assert text == "hello"
+    python, task = Path(sys.executable), tmp_path  # this interpreter's own site-packages
+    for steps in VARIANTS.values():
+        start = one_floor(python, task, embed_bundle, 1, text, steps, {})
+        assert start["seconds"] > 0 and start["peak_rss_mb"] > 0
+    broken = tmp_path / "broken"
+    shutil.copytree(embed_bundle, broken)
+    (broken / cpu_model_file(broken)).write_bytes(b"not a model")
+    with pytest.raises(RuntimeError, match="exited 1"):
+        one_floor(python, task, broken, 1, text, VARIANTS["floor"], {})
+
+
 def test_gpu_image_wsgi_app_serves_the_same_routes(embed_bundle, monkeypatch):
     """lambda/wsgi.py's create_app (the GPU image's `waitress-serve --call` entry) through a
     WSGI call, as waitress makes it."""
