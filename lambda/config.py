@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..runtime.budget import Budget
+from ..runtime.session import TELEMETRY_OFF
 
 DEFAULT_BUNDLE_DIR = "/opt/bundle"  # where lambda/Dockerfile copies the bundle
 
@@ -70,18 +71,13 @@ def auto_flag(name: str, value: str) -> bool | None:
 
 
 # What the served process's environment holds unless the deployment set it otherwise. Only
-# /tmp is writable on Lambda: every cache a library might write points there. onnxruntime
-# (1.29 and later) sends usage telemetry from Linux by default: at its first session it writes
-# a device id and an SQLite event store under the cache folder and uploads events (the
-# process, the sessions, the model's metadata) to Microsoft's collector from background
-# threads, which a public endpoint serving someone's model must not do unasked; it is read
-# once, before onnxruntime starts (ORT_DISABLE_TELEMETRY=0 in the function's environment
-# turns it back on).
+# /tmp is writable on Lambda: every cache a library might write points there; and a public
+# endpoint serving someone's model sends no usage telemetry (runtime/session.py).
 SAFE_ENVIRONMENT: dict[str, str] = {
     **dict.fromkeys(("HOME", "XDG_CACHE_HOME", "HF_HOME", "NUMBA_CACHE_DIR", "MPLCONFIGDIR"),
                     "/tmp"),
     "TOKENIZERS_PARALLELISM": "false",
-    "ORT_DISABLE_TELEMETRY": "1",
+    **TELEMETRY_OFF,
 }
 
 

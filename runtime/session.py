@@ -18,6 +18,13 @@ log = logging.getLogger("xlmr.runtime")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 PROVIDERS = ("auto", "cpu", "cuda")
+# onnxruntime (1.29 and later) sends usage telemetry from Linux by default: at its first
+# session it writes a device id and an SQLite event store under the cache folder and uploads
+# events (the process, the sessions, the model's metadata) to Microsoft's collector from
+# background threads. This, in the environment before onnxruntime's import, turns all of it
+# off; the served process (aws_lambda/config.py) and the `xlmr` CLI set it unless the
+# environment already says otherwise (ORT_DISABLE_TELEMETRY=0 turns it back on).
+TELEMETRY_OFF = {"ORT_DISABLE_TELEMETRY": "1"}
 
 
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

@@ -83,3 +83,20 @@ def test_errors_and_version_load_no_torch(tmp_path):
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              cwd=ROOT)
         assert res.stdout.split("\n")[0] == "2 []", res.stdout + res.stderr
+
+
+@pytest.mark.serving
+def test_the_cli_sends_no_onnxruntime_telemetry(bundle_factory, tmp_path):
+    """onnxruntime's Linux telemetry (1.29+) writes a device id and an event store under the
+    cache folder at its first session: `xlmr predict` builds one outside the handler and
+    writes none of it (runtime/session.py's TELEMETRY_OFF, set by the CLI)."""
+    import os
+
+    bundle = bundle_factory("feature-extraction")
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    res = subprocess.run([sys.executable, "-m", "xlmr_serverless.cli", "predict", str(bundle),
+                          "hello"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**env, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)  # it answered
+    assert not list(tmp_path.rglob("*onnxruntime*")), list(tmp_path.rglob("*"))

@@ -258,7 +258,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .runtime.session import TELEMETRY_OFF  # before anything imports onnxruntime
+
+    for var, value in {"TOKENIZERS_PARALLELISM": "false", **TELEMETRY_OFF}.items():
+        os.environ.setdefault(var, value)
     args = build_parser().parse_args(argv)
     fn: Callable[[argparse.Namespace], None] = args.fn
     try:
