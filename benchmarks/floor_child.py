@@ -1,9 +1,10 @@
-"""The libraries' part of a cold start, with no code of this project: run by
+"""The libraries' part of a cold start, with no code of this project but the session's
+build itself (runtime/session.py's create_session, so it is the handler's to the option): run by
 benchmarks/cold_start_floor.py as `python -c` in the image's interpreter and layout, never
 imported. argv: bundle folder, model file, request text, steps (comma-separated, from
 client, libraries, session, tokenizer, powertools, run). In the handler's order: the runtime
-client's import, then numpy, onnxruntime and tokenizers, the session built on a thread (its
-options as runtime/session.py sets them) and, once it is in native code, the tokenizer and
+client's import, then numpy, onnxruntime and tokenizers, the session built on a thread and,
+once it is in native code (create_session signals it), the tokenizer and
 Powertools' imports (app.py's) beside it, then one run of the graph. Prints "ready" at the end.
 """
 import sys
@@ -14,30 +15,19 @@ if "client" in steps:
     import awslambdaric.bootstrap  # noqa: F401  (what `python -m awslambdaric` imports first)
 if "libraries" in steps:
     import numpy as np
-    import onnxruntime as ort
+    import onnxruntime  # noqa: F401
     import tokenizers
 built: dict = {}
 native = threading.Event()
 
 
-def _hook(frame, what, arg):  # the session's build lets the GIL go in this call
-    if what == "c_call" and getattr(arg, "__name__", None) == "initialize_session":
-        native.set()
-        sys.setprofile(None)
-
-
 def _session():
-    import os
+    from pathlib import Path
 
-    sys.setprofile(_hook)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = len(os.sched_getaffinity(0))
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    from xlmr_serverless.runtime.session import create_session  # the handler's own options
+
     try:
-        built["session"] = ort.InferenceSession(f"{folder}/{model_file}", opts,
-                                                providers=["CPUExecutionProvider"])
+        built["session"], _ = create_session(Path(folder, model_file), "cpu", None, False, native)
     finally:  # a session that fails still lets the main thread go on (and fail at the join)
         native.set()
 
