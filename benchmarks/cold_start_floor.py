@@ -3,9 +3,10 @@ any handler built on them pays: the handler's cold start (benchmarks/lambda_cold
 awslambdaric, the image's layout and environment) beside the same steps done with no code of
 ours but the session's build (benchmarks/floor_child.py: the runtime client's import, numpy,
 onnxruntime, tokenizers, Powertools' imports, the tokenizer's build, the session's build
-beside it, one run), built up a step at a time. Each variant its own process, pinned to 1 and 2 vCPUs, rounds alternating;
-timed from process start to the first answer (the handler's posted response, the floor's
-"ready"), and peak RSS. The floor bounds what any change to our code can win on this machine.
+beside it, one run), built up a step at a time. Each variant its own process, pinned to 1
+and 2 vCPUs, rounds alternating; timed from process start to the first answer (the
+handler's posted response, the floor's "ready"), and peak RSS. The floor bounds what any
+change to our code can win on this machine.
 
     python -m benchmarks.cold_start_floor BUNDLE [BUNDLE ...] [--rounds 9] [--cpus 1,2]
 """
