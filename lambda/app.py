@@ -22,6 +22,7 @@ from aws_lambda_powertools.event_handler import (
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
+from ..runtime import OverBudgetError
 from .config import Settings, lambda_safe_environment
 from .loading import Loaded, load_pipeline
 from .openapi import openapi_document
@@ -55,7 +56,9 @@ def load_service(settings: Settings, imports_ms: float | None = None,
     t0 = time.perf_counter()
     try:
         pipe, load_phases = loading.result() if loading is not None else load_pipeline(settings)
-    except Exception as exc:  # logged with its cause; requests then get a clear 503
+    except FATAL:
+        raise
+    except BaseException as exc:  # a native panic too: logged with its cause, then 503s
         logger.exception("bundle failed to load", extra={
             "error": str(exc), "waited_ms": round((time.perf_counter() - t0) * 1000, 1)})
         return Service(None, settings.max_inputs, load_error=exc)
@@ -74,6 +77,43 @@ def decoded_body(event: Any) -> str | None:
     except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
         raise HttpError(400, "bad_body", f"body cannot be decoded: {exc}") from exc
     return body
+
+
+# what no request may turn into a 500: the process is being told to stop
+FATAL = (KeyboardInterrupt, SystemExit)
+
+
+def check_payload(body: str, limit: int) -> None:
+    """The answer as Lambda carries it (the body a JSON string inside the response, its
+    quotes and backslashes escaped again) within `limit`: the runtime bounded the body
+    before running; this holds the envelope to the platform's limit."""
+    size = len(body.encode("utf-8")) + body.count('"') + body.count("\\") + 200
+    if size > limit:
+        raise OverBudgetError(f"the answer is {size / 1e6:.1f} MB as Lambda carries it; the "
+                              f"limit is {limit / 1e6:.1f} MB (max_response_bytes)")
+
+
+def failure(exc: BaseException, request_id: str, event: Any) -> dict[str, Any]:
+    """The response to anything that escaped a request (a native library's panic included):
+    logged with the request id, answered in the route's convention, the process kept."""
+    status, payload = error_body(exc, request_id)
+    if status >= 500:
+        logger.exception("request failed", extra={"status": status, "request_id": request_id,
+                                                  "error_class": type(exc).__name__})
+    r = event_route(event)
+    status, payload = convention(r.errors if r else "hf", status, payload)
+    return error_response(status, payload)
+
+
+def event_route(event: Any) -> Route | None:
+    """The route an API Gateway event asks for, if it is well-formed enough to say."""
+    if not isinstance(event, dict):
+        return None
+    ctx = event.get("requestContext")
+    http = ctx.get("http") if isinstance(ctx, dict) else None
+    method = event.get("httpMethod") or (http.get("method") if isinstance(http, dict) else None)
+    path = event.get("path") or event.get("rawPath")
+    return route(method, path) if isinstance(method, str) and isinstance(path, str) else None
 
 
 def input_count(request: Any) -> int:
@@ -115,7 +155,9 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
                 "inputs": input_count(request),
                 "task": service.pipe.task if service.pipe else None,
                 **({"body": app.current_event.body} if settings.log_inputs else {})})
-            return Response(200, "application/json", json.dumps(result, ensure_ascii=False))
+            text = json.dumps(result, ensure_ascii=False)
+            check_payload(text, settings.max_response_bytes)
+            return Response(200, "application/json", text)
         return answer
 
     for r in ROUTES:
@@ -240,19 +282,24 @@ class Handler:
                     logger.info("first request", extra={
                         "first_request_ms": round((time.perf_counter() - t0) * 1000, 1)})
                 return answer
-            except Exception as exc:  # a malformed event, or a failure outside the routes
-                status, payload = error_body(exc, request_id)
-                if status >= 500:
-                    logger.exception("event failed", extra={"request_id": request_id})
-                return error_response(status, payload)
+            except FATAL:
+                raise
+            except BaseException as exc:  # a malformed event, a failure outside the routes, or
+                # what passes every `except Exception` (pyo3's PanicException from tokenizers)
+                return failure(exc, request_id, event)
 
     def direct(self, event: dict[str, Any], context: Any) -> Any:
         try:
-            return self.service.predict(event)
-        except Exception as exc:
+            result = self.service.predict(event)
+            check_payload(json.dumps(result, ensure_ascii=False), self.settings.max_response_bytes)
+            return result
+        except FATAL:
+            raise
+        except BaseException as exc:
             status, payload = error_body(exc, getattr(context, "aws_request_id", "local"))
             if status >= 500:
-                logger.exception("direct invocation failed")
+                logger.exception("direct invocation failed", extra={
+                    "error_class": type(exc).__name__})
             return {"statusCode": status, **payload}
 
 

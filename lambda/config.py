@@ -24,18 +24,17 @@ class Settings:
     verify: bool
     batch_size: int
     io_binding: bool | None = None  # None: on for CUDA, off on CPU
-    # what one request may cost (runtime/budget.py): the defaults keep a request on an
-    # xlm-roberta-base int8 bundle near 2 s on 2 vCPUs (~1,000 tokens/s at b8/s512, recorded)
+    # what one request may cost (runtime/budget.py; docs/limits.md says why each default)
+    max_input_chars: int = 200_000
     max_tokens: int = 2048
+    max_output_values: int = 1 << 24
     max_top_k: int = 100
     max_template_chars: int = 500
     max_response_bytes: int = 6_000_000  # Lambda's synchronous response limit is 6 MB
 
     @property
     def budget(self) -> Budget:
-        return Budget(max_tokens=self.max_tokens, max_top_k=self.max_top_k,
-                      max_template_chars=self.max_template_chars,
-                      max_response_bytes=self.max_response_bytes)
+        return Budget(**{name: getattr(self, name) for name in BUDGET_VARIABLES})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -53,11 +52,15 @@ class Settings:
             verify=e.get("VERIFY_BUNDLE", "true").lower() == "true",
             batch_size=int(e.get("BATCH_SIZE", 16)),
             io_binding=auto_flag("XLMR_IO_BINDING", e.get("XLMR_IO_BINDING", "auto")),
-            max_tokens=int(e.get("MAX_TOKENS", 2048)),
-            max_top_k=int(e.get("MAX_TOP_K", 100)),
-            max_template_chars=int(e.get("MAX_TEMPLATE_CHARS", 500)),
-            max_response_bytes=int(e.get("MAX_RESPONSE_BYTES", 6_000_000)),
+            **{name: int(e[var]) for name, var in BUDGET_VARIABLES.items() if e.get(var)},
         )
+
+
+# each limit of the cost model and the variable that sets it (its default: the field's)
+BUDGET_VARIABLES = {"max_input_chars": "MAX_INPUT_CHARS", "max_tokens": "MAX_TOKENS",
+                    "max_output_values": "MAX_OUTPUT_VALUES", "max_top_k": "MAX_TOP_K",
+                    "max_template_chars": "MAX_TEMPLATE_CHARS",
+                    "max_response_bytes": "MAX_RESPONSE_BYTES"}
 
 
 def auto_flag(name: str, value: str) -> bool | None:

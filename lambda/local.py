@@ -80,7 +80,9 @@ def http_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -
         def log_message(self, fmt: str, *args: Any) -> None:
             pass
 
-    return make_server(host, port, wsgi_app(local_handler(bundle)), Server, Quiet)
+    handler = local_handler(bundle)
+    return make_server(host, port, wsgi_app(handler, handler.settings.max_body_bytes), Server,
+                       Quiet)
 
 
 def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -> None:

@@ -222,14 +222,13 @@ class Service:
                                                f"got {encoding!r}")
         pipe: Any = self.ready()
         texts = self._texts(body, "input")
+        dims, width = body.get("dimensions"), pipe.bundle.output_width
+        if dims is not None and dims != width:  # before any work
+            raise HttpError(422, "validation", f"dimensions: this model's embeddings have "
+                                               f"{width} dimensions and it was not trained to "
+                                               f"be shortened; ask for {width} or leave it out")
         with pipe.meter() as usage:
             vectors = pipe.embed(texts, truncate=flag(body, "truncate"))
-        dims = body.get("dimensions")
-        if dims is not None and dims != vectors.shape[-1]:
-            raise HttpError(422, "validation", f"dimensions: this model's embeddings have "
-                                               f"{vectors.shape[-1]} dimensions and it was not "
-                                               f"trained to be shortened; ask for "
-                                               f"{vectors.shape[-1]} or leave it out")
         return {"object": "list", "model": pipe.manifest.name,
                 "data": [{"object": "embedding", "index": i, "embedding": v}
                          for i, v in enumerate(vectors_as(vectors, encoding))],
@@ -277,9 +276,17 @@ def parse_json(body: str | None, limit: int) -> Any:
     if len(body.encode("utf-8")) > limit:
         raise HttpError(413, "payload_too_large", f"body must be at most {limit} bytes")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=not_json)
     except json.JSONDecodeError as exc:
         raise HttpError(400, "bad_json", f"body is not valid JSON: {exc.msg} at position "
                                          f"{exc.pos}") from exc
     except RecursionError as exc:
         raise HttpError(400, "bad_json", "body is nested too deeply") from exc
+    except ValueError as exc:  # the parser's own limits: an integer of over 4,300 digits
+        raise HttpError(400, "bad_json", f"body is beyond the JSON parser's limits: {exc}") \
+            from exc
+
+
+def not_json(name: str) -> Any:
+    """NaN and Infinity: Python's parser takes them, JSON has no such values."""
+    raise ValueError(f"{name} is not a JSON value")

@@ -5,10 +5,11 @@ runs it under the standard library's server; the GPU image under waitress
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
+
+from .service import HttpError, error_body
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -28,36 +29,52 @@ def http_event(method: str, path: str, body: str | None, headers: dict[str, str]
     }
 
 
-def request_event(environ: dict[str, Any]) -> dict[str, Any]:
-    """The WSGI request as an HTTP API event; a Content-Length that is not a non-negative
-    number is a ValueError (the app answers 400)."""
-    size = int(environ.get("CONTENT_LENGTH") or 0)
+def request_event(environ: dict[str, Any], max_body_bytes: int | None = None) -> dict[str, Any]:
+    """The WSGI request as an HTTP API event. A body that is not UTF-8 travels base64-encoded,
+    as API Gateway sends a binary body, so the handler answers it as on Lambda (400). An
+    HttpError for a Content-Length that is not a non-negative number (400) or that is over
+    `max_body_bytes` (413): refused before the body is read."""
+    try:
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        size = -1
     if size < 0:
-        raise ValueError(f"Content-Length {size}")
+        raise HttpError(400, "bad_request", "Content-Length must be a non-negative number")
+    if max_body_bytes is not None and size > max_body_bytes:
+        raise HttpError(413, "payload_too_large", f"body must be at most {max_body_bytes} bytes")
     raw = environ["wsgi.input"].read(size) if size else b""
     headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
                if k.startswith("HTTP_")}
     if environ.get("CONTENT_TYPE"):
         headers["content-type"] = environ["CONTENT_TYPE"]
-    return http_event(environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/",
-                      raw.decode("utf-8", "replace") if raw else None, headers,
-                      environ.get("QUERY_STRING", ""))
+    try:
+        body, binary = (raw.decode("utf-8") if raw else None), False
+    except UnicodeDecodeError:
+        body, binary = base64.b64encode(raw).decode("ascii"), True
+    event = http_event(environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/", body, headers,
+                       environ.get("QUERY_STRING", ""))
+    event["isBase64Encoded"] = binary
+    return event
 
 
-def wsgi_app(handler: Callable[[dict[str, Any], Any], Any]) -> WsgiApp:
-    """A WSGI callable answering every request through `handler` (a Lambda handler)."""
+def wsgi_app(handler: Callable[[dict[str, Any], Any], Any],
+             max_body_bytes: int | None = None) -> WsgiApp:
+    """A WSGI callable answering every request through `handler` (a Lambda handler); a body
+    over `max_body_bytes` is refused unread. Nothing a request does escapes it: a failure
+    the handler did not answer is a 500 with the request id, and the server serves on."""
+    from .app import FATAL
     from .local import LocalContext
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        context = LocalContext()
         try:
-            event = request_event(environ)
-        except ValueError:
-            data = json.dumps({"error": "Content-Length must be a non-negative number",
-                               "type": "bad_request", "error_type": "bad_request"}).encode()
-            start_response("400 Bad Request", [("Content-Type", "application/json"),
-                                               ("Content-Length", str(len(data)))])
-            return [data]
-        res = handler(event, LocalContext())
+            res = handler(request_event(environ, max_body_bytes), context)
+        except HttpError as exc:
+            res = error_result(exc, context.aws_request_id)
+        except FATAL:
+            raise
+        except BaseException as exc:
+            res = error_result(exc, context.aws_request_id)
         body = res.get("body") or ""
         data = base64.b64decode(body) if res.get("isBase64Encoded") else body.encode()
         status = int(res.get("statusCode", 200))
@@ -71,9 +88,17 @@ def wsgi_app(handler: Callable[[dict[str, Any], Any], Any]) -> WsgiApp:
     return app
 
 
+def error_result(exc: BaseException, request_id: str) -> dict[str, Any]:
+    """A proxy response for an error met before (or outside) the handler."""
+    from .app import error_response
+
+    return error_response(*error_body(exc, request_id))
+
+
 def create_app() -> WsgiApp:
     """The GPU image's app: the bundle and settings from the environment, as on Lambda."""
     from .app import make_handler
     from .config import Settings
 
-    return wsgi_app(make_handler(Settings.from_env()))
+    settings = Settings.from_env()
+    return wsgi_app(make_handler(settings), settings.max_body_bytes)

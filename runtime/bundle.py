@@ -106,6 +106,29 @@ class Bundle:
                     offset += n
         return results
 
+    @functools.cached_property
+    def output_shapes(self) -> list[list[int | str | None]]:
+        """The graph's outputs' shapes: an int where fixed, the axis name where dynamic."""
+        return [list(o.shape) for o in self.session.get_outputs()]
+
+    def output_values(self, rows: list[list[int]], batch_size: int, layout: str = "token") -> int:
+        """How many numbers the graph returns for these rows, run as run_rows runs them
+        (sorted, padded per batch): a row axis counts the rows, a sequence axis the padded
+        length, a `masks` axis the <mask> tokens; fixed axes their size."""
+        lengths = sorted(len(r) for r in rows)
+        padded = sum(len(b) * b[-1] for b in (lengths[i:i + batch_size]
+                                               for i in range(0, len(lengths), batch_size)))
+        masks = sum(r.count(self.specials["mask"]) for r in rows) if layout == "mask" else 0
+        total = 0
+        for shape in self.output_shapes:
+            per = 1
+            for axis in shape[1:]:
+                per *= axis if isinstance(axis, int) else 1
+            first = masks if layout == "mask" else padded if len(shape) > 1 and \
+                not isinstance(shape[1], int) and layout == "token" else len(rows)
+            total += first * per
+        return total
+
     def check_length(self, n: int) -> None:
         limit = self.manifest.max_length
         if n > limit:

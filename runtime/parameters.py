@@ -10,8 +10,12 @@ from .errors import InvalidInputError
 
 Schema = dict[str, Any]
 
+# every number a parameter takes is bounded in its schema (and so in the OpenAPI document);
+# the bundle's own limits (positions, vocabulary, the budget) are checked after, by the task
+MAX_COUNT = 1_000_000  # above every vocabulary size and sequence length a bundle has
+
 BOOL: Schema = {"type": "boolean"}
-POSITIVE_INT: Schema = {"type": "integer", "minimum": 1}
+POSITIVE_INT: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_COUNT}
 TEXT: Schema = {"type": "string"}
 TEXTS: Schema = {"type": "array", "items": TEXT}
 
@@ -48,16 +52,17 @@ def object_schema(parameters: Mapping[str, Schema]) -> Schema:
 _VALIDATORS: dict[str, Callable[[Any], Any]] = {}  # task name -> compiled schema
 
 
-def check(task: str, parameters: Mapping[str, Schema], params: Mapping[str, Any]) -> None:
-    """Raise InvalidInputError (422) naming the parameter, the rule and the value when `params`
-    does not match the task's schema; unknown names are listed with the allowed ones."""
+def check(task: str, parameters: Mapping[str, Schema], params: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` as the schema declares them (an integer parameter given as 2.0 is the int 2);
+    InvalidInputError (422) naming the parameter, the rule and the value when they do not
+    match the task's schema; unknown names are listed with the allowed ones."""
     unknown = sorted(set(params) - set(parameters))
     if unknown:
         allowed = ", ".join(sorted(parameters)) or "none"
         raise InvalidInputError(f"unknown parameter(s) {', '.join(unknown)} for {task}; "
                                 f"allowed: {allowed}")
     if not params:
-        return
+        return {}
     import fastjsonschema  # compiled once per task, on its first call with parameters
 
     if task not in _VALIDATORS:
@@ -70,6 +75,35 @@ def check(task: str, parameters: Mapping[str, Schema], params: Mapping[str, Any]
         if e.rule == "anyOf":  # the library's words say nothing of what was wanted
             rule = f"must match {_short(e.definition)}"
         raise InvalidInputError(f"parameter {where} {rule}, got {_short(e.value)}") from None
+    return {name: as_declared(parameters[name], value) for name, value in params.items()}
+
+
+def as_declared(schema: Schema, value: Any) -> Any:
+    """A valid value with its integers as int: JSON Schema's integer takes 2.0, which would
+    reach slices, numpy and tokenizers as a float."""
+    if isinstance(value, float) and value.is_integer() and _allows_integer(schema):
+        return int(value)
+    if isinstance(value, dict):
+        props = next((s.get("properties") for s in _alternatives(schema) if "properties" in s), None)
+        if props:
+            return {k: as_declared(props[k], v) if k in props else v for k, v in value.items()}
+    if isinstance(value, list):
+        items = next((s["items"] for s in _alternatives(schema) if "items" in s), None)
+        if items is not None:
+            return [as_declared(items, v) for v in value]
+    return value
+
+
+def _alternatives(schema: Schema) -> list[Schema]:
+    return [schema, *(s for alt in schema.get("anyOf", []) for s in _alternatives(alt))]
+
+
+def _allows_integer(schema: Schema) -> bool:
+    for s in _alternatives(schema):
+        kind = s.get("type")
+        if kind == "integer" or isinstance(kind, list) and "integer" in kind:
+            return True
+    return False
 
 
 def _short(value: Any, limit: int = 300) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, ContextManager, Iterable
 
 import numpy as np
 
-from .budget import UNLIMITED, Budget
+from .budget import INT_JSON_BYTES, UNLIMITED, Budget, text_json_bytes
 from .bundle import Bundle, Usage
 from .errors import EmptyInputError, InvalidInputError
 from .jsonable import to_jsonable
@@ -63,12 +63,12 @@ class Pipeline:
         return self.bundle.io_binding
 
     def __call__(self, inputs: Any, **params: Any) -> Any:
-        self.check_parameters(params)
+        params = self.check_parameters(params)
         options = self.sanitize(params)
         items, shape = self.split_inputs(inputs, options)
+        self.check_texts(self.texts(items, options), f"{len(items)} input(s) of {self.task}")
         prepared = self.preprocess(items, options)
-        self.budget.check_response(sum(self.answer_bytes(p, options) for p in prepared),
-                                   f"{len(prepared)} input(s) of {self.task}")
+        self.check_cost(prepared, options)
         outputs = self.forward(prepared)
         return self.collate([self.postprocess(p, o, options) for p, o in zip(prepared, outputs)],
                             shape, options)
@@ -89,15 +89,18 @@ class Pipeline:
         """The call's items, and what `collate` needs to give the answer the input's shape."""
         return as_text_list(inputs)
 
+    def texts(self, items: list[Any], options: Options) -> list[str]:
+        """Every text the call would tokenize (pairs' both sides, labels, targets): what the
+        tokenizer's work is counted from before it starts."""
+        return [t for x in items for t in (x if isinstance(x, tuple) else (x,))]
+
     def preprocess(self, items: list[Any], options: Options) -> list[Prepared]:
         raise NotImplementedError
 
     def forward(self, prepared: list[Prepared]) -> list[list[RowOutputs]]:
         """Every input's rows in one length-sorted, batched run; outputs regrouped per input
-        (after the token budget: every row of the call counts)."""
+        (`check_cost` has counted them)."""
         flat = [row for p in prepared for row in p.rows]
-        self.budget.check_tokens(sum(len(r) for r in flat),
-                                 f"{len(flat)} row(s) for {len(prepared)} input(s)")
         outs = self.bundle.run_rows(flat, self.batch_size, self.spec.layout)
         grouped, start = [], 0
         for p in prepared:
@@ -109,18 +112,38 @@ class Pipeline:
         raise NotImplementedError
 
     def answer_bytes(self, prepared: Prepared, options: Options) -> int:
-        """About how large this input's answer is as JSON (a task with large answers says
-        more precisely): checked against the budget before the model runs."""
-        return 200 + sum(len(r) for r in prepared.rows) * 8
+        """An upper bound of this input's answer as JSON, checked against the budget before
+        the model runs; each task says its own."""
+        raise NotImplementedError
 
     def collate(self, results: list[Any], shape: Any, options: Options) -> Any:
         """One answer for a single input, a list for a list (`shape` from split_inputs)."""
         return results if shape else results[0]
 
+    # -- the cost model (budget.py), counted before it is paid -------------------------------
+    def check_texts(self, texts: list[str], what: str) -> None:
+        """The characters the tokenizer would read, normalised, against max_input_chars:
+        its time and memory grow with them (counting stops past the limit)."""
+        limit = self.budget.max_input_chars
+        if limit is not None:
+            self.budget.check_chars(self.tokenizer.normalized_chars(texts, stop_above=limit), what)
+
+    def check_cost(self, prepared: list[Prepared], options: Options) -> None:
+        """Every row's tokens, the numbers the graph returns for them and the answer's size,
+        against the budget, from the prepared rows alone (before the model runs)."""
+        rows = [r for p in prepared for r in p.rows]
+        what = f"{len(rows)} row(s) for {len(prepared)} input(s)"
+        self.budget.check_tokens(sum(len(r) for r in rows), what)
+        self.budget.check_outputs(self.bundle.output_values(rows, self.batch_size,
+                                                            self.spec.layout), what)
+        self.budget.check_response(sum(self.answer_bytes(p, options) for p in prepared),
+                                   f"{len(prepared)} input(s) of {self.task}")
+
     # -- shared helpers --------------------------------------------------------------------
-    def check_parameters(self, params: dict[str, Any]) -> None:
-        """Names and types against the spec's schema, before any work (a 422 names the rule)."""
-        check(self.task, self.spec.parameters, params)
+    def check_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Names, types and bounds against the spec's schema, before any work (a 422 names
+        the rule); the parameters as declared (integers as int)."""
+        return check(self.task, self.spec.parameters, params)
 
     def describe(self) -> dict[str, Any]:
         """What the bundle serves, for /health and logs."""
@@ -133,7 +156,10 @@ class Pipeline:
     def tokenize(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict[str, Any]]]:
         """Each text's tokens as TEI's /tokenize lists them: id, piece, whether special, and
         the character span (start, stop) in the text."""
+        self.check_texts(texts, f"{len(texts)} text(s) to tokenize")
         encs = self.tokenizer.encode(texts, add_special_tokens=add_special_tokens)
+        self.budget.check_response(sum(tokens_json_bytes(e.tokens) for e in encs),
+                                   f"{sum(len(e.ids) for e in encs)} tokens listed")
         return [[{"id": int(i), "text": tok, "special": bool(sp), "start": int(a), "stop": int(b)}
                  for i, tok, sp, (a, b) in zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets)]
                 for e in encs]
@@ -141,6 +167,15 @@ class Pipeline:
     def meter(self) -> ContextManager[Usage]:
         """`with pipe.meter() as usage:` counts the tokens this thread runs in the block."""
         return self.bundle.meter()
+
+
+def tokens_json_bytes(pieces: list[str]) -> int:
+    """TEI's /tokenize entries for these pieces as JSON, at most: the fixed keys and numbers,
+    and each piece's text."""
+    return sum(TOKEN_ENTRY_BYTES + text_json_bytes(len(p)) for p in pieces)
+
+
+TOKEN_ENTRY_BYTES = 60 + 3 * INT_JSON_BYTES  # {"id", "text", "special", "start", "stop"}
 
 
 def as_text_list(inputs: Any, what: str = "inputs") -> tuple[list[str], bool]:

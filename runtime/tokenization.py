@@ -3,9 +3,11 @@ truncation and padding are (re)set on every call, never taken from the file (pip
 and decode applies clean_up_tokenization_spaces when the checkpoint asks for it."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -21,6 +23,9 @@ def clean_up_tokenization(text: str) -> str:
     for old, new in _CLEANUPS:
         text = text.replace(old, new)
     return text
+
+
+NORMALIZE_SLICE = 8192  # characters normalised at a time when a call's text is measured
 
 
 class TextTokenizer:
@@ -39,6 +44,31 @@ class TextTokenizer:
         """Encode single texts or (text, pair) tuples; `truncation` is None (off) or a
         tokenizers strategy ('longest_first', 'only_first', 'only_second'), cutting on the
         right (the end) or, with `direction="left"`, the start (TEI's truncation_direction)."""
+        with self._truncating(truncation, max_length, stride, direction):
+            try:
+                return self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+            except TypeError as exc:  # e.g. a lone surrogate: not text tokenizers can take
+                raise InvalidInputError(f"inputs must be valid Unicode text ({exc})") from exc
+
+    def pieces(self, texts: Sequence[str]) -> list[Encoding]:
+        """Each text tokenized once, whole, without special tokens: what the cost of a call is
+        counted from before any pair or window is built (`pair_ids` builds pairs)."""
+        return self.encode(texts, add_special_tokens=False)
+
+    def pair_ids(self, firsts: Sequence[Encoding], seconds: Sequence[Encoding],
+                 truncation: str | None = None, max_length: int | None = None,
+                 direction: str = "right") -> list[list[int]]:
+        """The ids `encode` gives these text pairs, built from their `pieces` without
+        tokenizing again: special tokens added and truncated. Ids only: offsets are not
+        encode's where a post-processor trims them (byte-level BPE's has run twice)."""
+        with self._truncating(truncation, max_length, 0, direction):
+            return [self.backend.post_process(a, b).ids for a, b in zip(firsts, seconds)]
+
+    @contextlib.contextmanager
+    def _truncating(self, truncation: str | None, max_length: int | None, stride: int,
+                    direction: str) -> Iterator[None]:
+        """The tokenizer to ourselves, set as transformers sets it per call (no padding,
+        truncation as asked); a truncation tokenizers cannot do is a 422 naming the rule."""
         with self._lock:
             self.backend.no_padding()
             if truncation and max_length:
@@ -47,9 +77,43 @@ class TextTokenizer:
             else:
                 self.backend.no_truncation()
             try:
-                return self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
-            except TypeError as exc:  # e.g. a lone surrogate: not text tokenizers can take
-                raise InvalidInputError(f"inputs must be valid Unicode text ({exc})") from exc
+                yield
+            except InvalidInputError:
+                raise
+            except Exception as exc:  # tokenizers' truncation errors are plain Exceptions
+                if "Truncation error" not in str(exc):
+                    raise
+                raise InvalidInputError(f"truncation {truncation} to {max_length} tokens cannot "
+                                        f"be applied to these inputs: {truncation_rule(exc)}"
+                                        ) from exc
+
+    @functools.cached_property
+    def longest_piece(self) -> int:
+        """The longest piece of the vocabulary, in characters (16 for XLM-R's): what an answer
+        that names any token is bounded by. Read once, on first use."""
+        size = self.backend.get_vocab_size(with_added_tokens=True)
+        return max(len(self.backend.id_to_token(i) or "") for i in range(size))
+
+    def added_tokens(self, pair: bool = False) -> int:
+        """Special tokens the template adds to one text (or to a pair): 2 and 4 for XLM-R."""
+        return int(self.backend.num_special_tokens_to_add(pair))
+
+    def normalized_chars(self, texts: Sequence[str], stop_above: int | None = None) -> int:
+        """Characters the texts become under the tokenizer's normalizer (NFKC can make 18 of
+        one), counted a slice at a time so that counting costs little memory, and stopping as
+        soon as the count passes `stop_above`. Slices can only count more than the whole text
+        (compositions and space runs across a cut are not merged): a bound, never less."""
+        normalizer, total = self.backend.normalizer, 0
+        for text in texts:
+            for start in range(0, len(text), NORMALIZE_SLICE):
+                part = text[start:start + NORMALIZE_SLICE]
+                try:
+                    total += len(normalizer.normalize_str(part)) if normalizer else len(part)
+                except UnicodeEncodeError as exc:  # a lone surrogate: not text
+                    raise InvalidInputError(f"inputs must be valid Unicode text ({exc})") from exc
+                if stop_above is not None and total > stop_above:
+                    return total
+        return total
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         text = self.backend.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
@@ -68,6 +132,16 @@ class TextTokenizer:
 
     def vocab(self) -> dict[str, int]:
         return self.backend.get_vocab(with_added_tokens=True)
+
+
+def truncation_rule(exc: Exception) -> str:
+    """What a tokenizers truncation error means, in the words of the parameters."""
+    if "Second sequence not provided" in str(exc):
+        return "only_second needs text pairs"
+    if "too short" in str(exc):
+        return ("the text it cuts is shorter than what must go (only_first cuts the first text, "
+                "only_second the second; the other text and the special tokens must fit)")
+    return str(exc)
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

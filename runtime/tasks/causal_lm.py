@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import FLOAT_JSON_BYTES, INT_JSON_BYTES, text_json_bytes
 from ..ops import softmax, top_k_indices
 from ..parameters import POSITIVE_INT
 from ..pipeline import Options, Pipeline, Prepared, RowOutputs
@@ -33,6 +34,11 @@ class CausalLMPipeline(Pipeline):
         """The template's trailing </s> ends the text: the next token follows the prompt."""
         eos = {self.bundle.specials.get("eos"), self.bundle.specials.get("sep")}
         return ids[:-1] if len(ids) > 1 and ids[-1] in eos else ids
+
+    def answer_bytes(self, prepared: Prepared, options: Options) -> int:
+        """top_k candidates, each a token of the vocabulary."""
+        return options["top_k"] * (48 + FLOAT_JSON_BYTES + INT_JSON_BYTES +
+                                   text_json_bytes(self.tokenizer.longest_piece + 1))
 
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs],
                     options: Options) -> list[dict[str, Any]]:

@@ -99,9 +99,9 @@ class FeatureExtractionPipeline(Pipeline):
         cuts the end of the text (or its start, `direction="left"`)."""
         options = {**self.sentence_options(pooling, normalize, truncate, direction),
                    "arrays": True}
+        self.check_texts(texts, f"{len(texts)} text(s) to embed")
         prepared = self.preprocess(texts, options)
-        self.budget.check_response(len(texts) * self.bundle.output_width * FLOAT_JSON_BYTES,
-                                   f"{len(texts)} embeddings")
+        self.check_cost(prepared, options)
         return np.stack([self.postprocess(p, o, options)
                          for p, o in zip(prepared, self.forward(prepared))])
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import FLOAT_JSON_BYTES, INT_JSON_BYTES, text_json_bytes
 from ..errors import InvalidInputError
 from ..ops import softmax
 from ..parameters import BOOL, nullable
@@ -46,19 +47,34 @@ class MultipleChoicePipeline(Pipeline):
             raise InvalidInputError("multiple-choice needs a list of at least two string choices")
         return prompt, choices
 
+    def texts(self, items: list[Any], options: Options) -> list[str]:
+        return [t for prompt, choices in items for t in (prompt, *choices)]
+
     def preprocess(self, items: list[Any], options: Options) -> list[Prepared]:
+        """A row per (prompt, choice), built from one tokenization of each text once the
+        rows' tokens were counted."""
+        added, limit = self.tokenizer.added_tokens(pair=True), self.manifest.max_length
+        cap = limit if options["truncate"] else 1 << 62
+        pieces = [self.tokenizer.pieces([prompt, *choices]) for prompt, choices in items]
+        self.budget.check_tokens(sum(min(len(p.ids) + len(c.ids) + added, cap)
+                                     for p, *cs in pieces for c in cs),
+                                 f"{len(items)} prompt(s) with their choices")
         prepared = []
-        for prompt, choices in items:
-            encs = self.tokenizer.encode([(prompt, c) for c in choices],
-                                         truncation="longest_first" if options["truncate"] else None,
-                                         max_length=self.manifest.max_length)
-            prepared.append(Prepared([e.ids for e in encs], choices))
+        for (_, choices), (p, *cs) in zip(items, pieces):
+            rows = self.tokenizer.pair_ids([p] * len(cs), cs, max_length=limit,
+                                           truncation="longest_first" if options["truncate"]
+                                           else None)
+            prepared.append(Prepared(rows, choices))
         return prepared
+
+    def answer_bytes(self, prepared: Prepared, options: Options) -> int:
+        """The best choice's text, and a probability and a logit per choice."""
+        choices = prepared.context
+        return 64 + INT_JSON_BYTES + text_json_bytes(max(len(c) for c in choices)) + \
+            2 * FLOAT_JSON_BYTES * len(choices)
 
     def forward(self, prepared: list[Prepared]) -> list[list[RowOutputs]]:
         """An item's choices go through together, as one [1, choices, seq] example."""
-        self.budget.check_tokens(sum(len(r) for p in prepared for r in p.rows),
-                                 f"{len(prepared)} prompt(s) with their choices")
         grouped = []
         for p in prepared:
             for row in p.rows:

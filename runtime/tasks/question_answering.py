@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import FLOAT_JSON_BYTES, INT_JSON_BYTES, text_json_bytes
 from ..errors import EmptyInputError, InvalidInputError
 from ..parameters import BOOL, POSITIVE_INT, TEXT, TEXTS, choice, either, nullable
 from ..pipeline import Options, Pipeline, Prepared, RowOutputs
@@ -27,6 +28,10 @@ SPEC = TaskSpec(
                 "padding": nullable(either(BOOL, choice("longest", "max_length", "do_not_pad"))),
                 "question": nullable(either(TEXT, TEXTS)), "context": nullable(either(TEXT, TEXTS))},
     optimum_class="ORTModelForQuestionAnswering")
+
+
+# an answer's fixed part: {"score", "start", "end", "answer"} and its numbers
+ANSWER_BYTES = 48 + FLOAT_JSON_BYTES + 2 * INT_JSON_BYTES
 
 
 def decode_spans(start: np.ndarray, end: np.ndarray, topk: int, max_answer_len: int,
@@ -82,6 +87,15 @@ def char_span(enc: Any, s: int, e: int, align_to_words: bool) -> tuple[int, int]
         except Exception:
             pass
     return enc.offsets[s][0], enc.offsets[e][1]
+
+
+def window_chars(enc: Any) -> int:
+    """Characters of the context a window covers, its first and last words whole."""
+    context = [i for i, sid in enumerate(enc.sequence_ids) if sid == 1]
+    if not context:
+        return 0
+    start, end = char_span(enc, context[0], context[-1], align_to_words=True)
+    return end - start
 
 
 def normalize_examples(inputs: Any, question: Any, context: Any) -> tuple[list[dict[str, str]], bool]:
@@ -150,18 +164,26 @@ class QuestionAnsweringPipeline(Pipeline):
         return prepared
 
     def check_windows(self, question: str, context: str, options: Options) -> None:
-        """How many windows the context will need, counted before they are built: a long
-        context with a doc_stride close to max_seq_len makes thousands of them."""
-        if self.budget.max_tokens is None:
-            return
-        q, c = (len(e.ids) for e in self.tokenizer.encode([question, context],
-                                                           add_special_tokens=False))
-        room = options["max_seq_len"] - q - 4  # <s> q </s></s> context </s>
-        step = max(room - options["doc_stride"], 1)
-        windows = 1 + max(0, -(-(c - room) // step))
-        self.budget.check_tokens(windows * min(options["max_seq_len"], q + c + 4),
-                                 f"{windows} window(s) of up to {options['max_seq_len']} tokens "
-                                 f"over a {c}-token context, doc_stride {options['doc_stride']}")
+        """How many windows the context will need, counted before they are built (a long
+        context with a doc_stride close to max_seq_len makes thousands of them), and the
+        rule tokenizers holds them to: the stride shorter than the context's room."""
+        q, c = (len(e.ids) for e in self.tokenizer.pieces([question, context]))
+        added, max_seq_len, stride = self.tokenizer.added_tokens(pair=True), \
+            options["max_seq_len"], options["doc_stride"]
+        room = max_seq_len - q - added  # <s> question </s></s> context </s>
+        if q + c + added <= max_seq_len:
+            return  # one window, nothing cut
+        if room < 1:
+            raise InvalidInputError(f"the question ({q} tokens) leaves no room for the context "
+                                    f"in max_seq_len {max_seq_len} ({added} special tokens)")
+        if stride >= room:  # tokenizers' own rule (beyond it, it panics)
+            raise InvalidInputError(f"doc_stride must be less than {room}: max_seq_len "
+                                    f"{max_seq_len} less the question's {q} tokens and {added} "
+                                    f"special tokens. Given: {stride}")
+        windows = 1 + -(-(c - room) // (room - stride))
+        self.budget.check_tokens(windows * max_seq_len,
+                                 f"{windows} window(s) of up to {max_seq_len} tokens over a "
+                                 f"{c}-token context, doc_stride {stride}")
 
     def windows(self, question: str, context: str, max_seq_len: int, doc_stride: int) -> list[Any]:
         try:
@@ -171,6 +193,16 @@ class QuestionAnsweringPipeline(Pipeline):
             raise InvalidInputError(f"the question is too long for max_seq_len {max_seq_len}: "
                                     f"{exc}") from exc
         return [enc, *enc.overflowing]
+
+    def texts(self, items: list[Any], options: Options) -> list[str]:
+        return [t for x in items for t in (x["question"], x["context"])]
+
+    def answer_bytes(self, prepared: Prepared, options: Options) -> int:
+        """top_k answers (and the empty one), each a span inside one window: at most the
+        widest window's context, from its first to its last word."""
+        windows, _ = prepared.context
+        widest = max((window_chars(w) for w in windows), default=0)
+        return options["top_k"] * (ANSWER_BYTES + text_json_bytes(widest)) + ANSWER_BYTES
 
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
         """The best spans over all windows, duplicates (case-insensitive) merged."""

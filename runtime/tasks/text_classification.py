@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import FLOAT_JSON_BYTES, text_json_bytes
 from ..errors import InvalidInputError
 from ..ops import sigmoid, softmax
 from ..parameters import BOOL, POSITIVE_INT, choice, either, nullable
@@ -14,6 +15,7 @@ from .spec import TaskSpec, logits
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
+LABEL_BYTES = 24 + FLOAT_JSON_BYTES  # {"label", "score"} and the score
 
 SPEC = TaskSpec(
     name="text-classification", auto_class="AutoModelForSequenceClassification",
@@ -91,10 +93,18 @@ class TextClassificationPipeline(Pipeline):
                                 '"My pair"}')
 
     def preprocess(self, items: list[Any], options: Options) -> list[Prepared]:
+        if options["strategy"] == "only_second" and not all(isinstance(x, tuple) for x in items):
+            raise InvalidInputError("truncation only_second cuts the second text of a pair: "
+                                    'every input must be {"text", "text_pair"}')
         encs = self.tokenizer.encode(items, truncation=options["strategy"],
                                      max_length=options["max_length"],
                                      direction=options.get("direction", "right"))
         return [Prepared([e.ids]) for e in encs]
+
+    def answer_bytes(self, prepared: Prepared, options: Options) -> int:
+        """Every label with its score (the Inference API's shape; rerank's is smaller)."""
+        labels = (self.manifest.id2label or {}).values()
+        return sum(LABEL_BYTES + text_json_bytes(len(label)) for label in labels)
 
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
         scores = apply_function(outputs[0][0], options["function"])
@@ -129,7 +139,25 @@ class TextClassificationPipeline(Pipeline):
         cuts the texts (never the query), at their end or (`direction="left"`) their start."""
         options = {**self.sanitize({"truncation": "only_second" if truncate else None}),
                    "direction": direction}
-        prepared = self.preprocess([(query, t) for t in texts], options)
+        query_pieces, *text_pieces = self.tokenizer.pieces([query, *texts])
+        added, limit = self.tokenizer.added_tokens(pair=True), options["max_length"]
+        q = len(query_pieces.ids)
+        longest = max(len(t.ids) for t in text_pieces) + q + added
+        if truncate and longest > limit and q + added >= limit:
+            raise InvalidInputError(f"the query ({q} tokens) leaves no room for the texts in the "
+                                    f"model's {limit} positions ({added} special tokens): "
+                                    "truncate cuts the texts, never the query")
+        cap = limit if truncate else 1 << 62
+        self.budget.check_tokens(sum(min(q + len(t.ids) + added, cap) for t in text_pieces),
+                                 f"the query with each of {len(texts)} texts")
+        rows = self.tokenizer.pair_ids([query_pieces] * len(texts), text_pieces,
+                                       truncation=options["strategy"], max_length=limit,
+                                       direction=direction)
+        prepared = [Prepared([row]) for row in rows]
+        self.check_cost(prepared, options)
+        if return_text:
+            self.budget.check_response(sum(text_json_bytes(len(t)) for t in texts) +
+                                       len(texts) * LABEL_BYTES, f"{len(texts)} texts returned")
         scores = np.stack([o[0][0] for o in self.forward(prepared)]).astype(np.float32)
         out = [{"index": i, "score": float(s), **({"text": texts[i]} if return_text else {})}
                for i, s in enumerate(relevance(scores, raw_scores))]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import FLOAT_JSON_BYTES, INT_JSON_BYTES, piece_json_bytes, text_json_bytes
 from ..errors import InputTooLongError, InvalidInputError
 from ..ops import softmax
 from ..parameters import POSITIVE_INT, TEXTS, choice, nullable
@@ -33,6 +34,23 @@ def get_tag(name: str) -> tuple[str, str]:
     if name.startswith("I-"):
         return "I", name[2:]
     return "I", name
+
+
+# an entity's fixed part: {"entity", "score", "index", "word", "start", "end"} and its numbers
+ENTITY_BYTES = 80 + FLOAT_JSON_BYTES + 3 * INT_JSON_BYTES
+
+
+def window_count(tokens: int, room: int, stride: int) -> int:
+    """How many windows tokenizers cuts `tokens` into, `room` tokens each, `stride` shared."""
+    return 1 + max(0, -(-(tokens - room) // (room - stride)))
+
+
+def window_tokens(tokens: int, room: int, stride: int, windows: int) -> int:
+    """The tokens of those windows together, special tokens not counted: every window is
+    full but the last, which runs to the end."""
+    if windows == 1:
+        return tokens
+    return (windows - 1) * room + tokens - (windows - 1) * (room - stride)
 
 
 def overlap_merge(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -62,35 +80,51 @@ class TokenClassificationPipeline(Pipeline):
         ignore = params.get("ignore_labels")
         ignore = ["O"] if ignore is None else ignore
         stride = params.get("stride")
-        limit = self.manifest.max_length
+        room = self.manifest.max_length - self.tokenizer.added_tokens()
         if stride is not None:
-            if stride >= limit:
-                raise InvalidInputError(f"stride must be less than the model's max length ({limit})")
+            if stride >= room:  # tokenizers' own rule (beyond it, it panics)
+                raise InvalidInputError(
+                    f"stride must be less than {room} (the model's {self.manifest.max_length} "
+                    f"positions less {self.manifest.max_length - room} special tokens). "
+                    f"Given: {stride}")
             if strategy == "none":
                 raise InvalidInputError("stride needs an aggregation_strategy other than none")
-        return {"strategy": strategy, "ignore": ignore, "stride": stride}
+        return {"strategy": strategy, "ignore": frozenset(ignore), "stride": stride}
 
     def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
         """Each sentence as one row, or as overlapping windows when `stride` is given; a
-        sentence over the limit without a stride is an error rather than silently cut."""
+        sentence over the limit without a stride is an error rather than silently cut. The
+        windows are counted from a first tokenization before they are built by a second (the
+        rows need encode's own offsets, which `pair_ids` does not keep)."""
         limit, stride = self.manifest.max_length, options["stride"]
+        added = self.tokenizer.added_tokens()
+        pieces = self.tokenizer.pieces(items)
+        for e in pieces:
+            n = len(e.ids) + added
+            if stride is None and n > limit:
+                raise InputTooLongError(
+                    f"inputs must have at most {limit} tokens. Given: {n} (the model's "
+                    f"{limit} positions). Pass stride (with an aggregation_strategy) to "
+                    "cover it all")
+        if stride is not None:
+            windows = [window_count(len(e.ids), limit - added, stride) for e in pieces]
+            self.budget.check_tokens(
+                sum(n * added + window_tokens(len(e.ids), limit - added, stride, n)
+                    for n, e in zip(windows, pieces)),
+                f"{sum(windows)} window(s) of up to {limit} tokens, stride {stride}")
         prepared = []
-        for sentence in items:
-            if stride is None:
-                n = len(self.tokenizer.encode([sentence])[0].ids)
-                if n > limit:
-                    raise InputTooLongError(
-                        f"inputs must have at most {limit} tokens. Given: {n} (the model's "
-                        f"{limit} positions). Pass stride (with an aggregation_strategy) to "
-                        "cover it all")
-            enc = self.tokenizer.encode([sentence], truncation="longest_first", max_length=limit,
-                                        stride=stride or 0)[0]
-            windows = [enc, *enc.overflowing] if stride else [enc]
-            prepared.append(Prepared([w.ids for w in windows], (sentence, windows)))
+        for sentence, enc in zip(items, self.tokenizer.encode(
+                items, truncation="longest_first", max_length=limit, stride=stride or 0)):
+            rows = [enc, *enc.overflowing] if stride else [enc]
+            prepared.append(Prepared([w.ids for w in rows], (sentence, rows)))
         return prepared
 
     def answer_bytes(self, prepared: Prepared, options: Options) -> int:
-        return 150 * sum(len(r) for r in prepared.rows)  # at most an entity per token
+        """At most an entity per token, each naming a label and the token's text."""
+        _, windows = prepared.context
+        label = max((len(v) for v in (self.manifest.id2label or {}).values()), default=1)
+        return sum(len(w.ids) * ENTITY_BYTES + piece_json_bytes(w.tokens) for w in windows) + \
+            sum(len(w.ids) for w in windows) * text_json_bytes(label)
 
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs],
                     options: Options) -> list[Any]:

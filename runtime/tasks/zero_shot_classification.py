@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import FLOAT_JSON_BYTES, text_json_bytes
 from ..errors import EmptyInputError, InvalidInputError
 from ..parameters import BOOL, TEXT, TEXTS, either, nullable
 from ..pipeline import Options, Pipeline, Prepared, RowOutputs, as_text_list
@@ -24,6 +25,7 @@ SPEC = TaskSpec(
     optimum_class="ORTModelForSequenceClassification")
 
 DEFAULT_TEMPLATE = "This example is {}."
+LABEL_BYTES = 24 + FLOAT_JSON_BYTES  # {"label", "score"} and the score
 
 
 def entailment_id(label2id: dict[str, int]) -> int:
@@ -90,16 +92,34 @@ class ZeroShotClassificationPipeline(Pipeline):
     def split_inputs(self, inputs: Any, options: Options) -> tuple[list[Any], Any]:
         return as_text_list(inputs, "sequences")
 
-    def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
-        """One (premise, hypothesis) row per candidate label."""
+    def texts(self, items: list[str], options: Options) -> list[str]:
+        """The premises and each label's hypothesis; before the hypotheses are written out,
+        the pairs are counted (every pair is at least its special tokens)."""
         labels = options["labels"]
-        # before tokenizing anything: every pair is at least its 4 special tokens
-        self.budget.check_tokens(4 * len(items) * len(labels),
-                                 f"at least 4 a pair, {len(items)} input(s) x {len(labels)} "
-                                 "candidate labels")
-        pairs = [(s, options["template"].format(label)) for s in items for label in labels]
-        rows = self.encode(pairs)
-        n = len(labels)
+        self.budget.check_tokens(self.tokenizer.added_tokens(pair=True) * len(items) * len(labels),
+                                 f"at least {self.tokenizer.added_tokens(pair=True)} a pair, "
+                                 f"{len(items)} input(s) x {len(labels)} candidate labels")
+        options["hypotheses"] = [options["template"].format(label) for label in labels]
+        return [*items, *options["hypotheses"]]
+
+    def preprocess(self, items: list[str], options: Options) -> list[Prepared]:
+        """One (premise, hypothesis) row per candidate label, built from one tokenization of
+        each premise and each hypothesis once their pairs' tokens were counted. The premise
+        is truncated first (only_first); if that cannot fit, nothing is, as the pipeline
+        retries on tokenizers' 'too short' error."""
+        premises, hypotheses = self.tokenizer.pieces(items), \
+            self.tokenizer.pieces(options["hypotheses"])
+        added, limit = self.tokenizer.added_tokens(pair=True), self.manifest.max_length
+        fits = all(len(p.ids) + len(h.ids) + added <= limit or len(h.ids) + added < limit
+                   for p in premises for h in hypotheses)
+        self.budget.check_tokens(
+            sum(min(len(p.ids) + len(h.ids) + added, limit if fits else 1 << 62)
+                for p in premises for h in hypotheses),
+            f"{len(items)} input(s) x {len(hypotheses)} candidate labels")
+        rows = self.tokenizer.pair_ids(
+            [p for p in premises for _ in hypotheses], [h for _ in premises for h in hypotheses],
+            truncation="only_first" if fits else None, max_length=limit)
+        n = len(hypotheses)
         return [Prepared(rows[i * n:(i + 1) * n], s) for i, s in enumerate(items)]
 
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
@@ -121,16 +141,6 @@ class ZeroShotClassificationPipeline(Pipeline):
         return as_pairs if isinstance(results, list) else as_pairs[0]
 
     def answer_bytes(self, prepared: Prepared, options: Options) -> int:
-        return len(prepared.context) + sum(len(label) + 40 for label in options["labels"])
-
-    def encode(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
-        """Premise truncated first (only_first); if that cannot fit, no truncation at all, as
-        the pipeline retries on tokenizers' 'too short' error."""
-        try:
-            encs = self.tokenizer.encode(pairs, truncation="only_first",
-                                         max_length=self.manifest.max_length)
-        except Exception as exc:  # tokenizers raises a plain Exception here
-            if "too short" not in str(exc):
-                raise
-            encs = self.tokenizer.encode(pairs)
-        return [e.ids for e in encs]
+        """The premise (the pipeline's `sequence`) and every label with its score."""
+        return text_json_bytes(len(prepared.context)) + sum(
+            LABEL_BYTES + text_json_bytes(len(label)) for label in options["labels"])
