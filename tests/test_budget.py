@@ -42,12 +42,16 @@ def test_the_amplifications_that_were_found(handler):
     status, body, _ = predict(zs, "x", candidate_labels=["a"], hypothesis_template="{:>200000000}")
     assert status == 422 and "hypothesis_template" in body["error"]
     status, body, _ = predict(fm, "a <mask> b <mask> c <mask> d <mask>", top_k=10**9)
-    assert status == 422 and "top_k must be at most 100 (max_top_k). Given: 1000000000" in \
+    assert status == 422 and "top_k must be smaller than or equal to 1000000" in body["error"]
+    status, body, _ = predict(fm, "a <mask> b <mask> c <mask> d <mask>", top_k=500_000)
+    assert status == 422 and "top_k must be at most 100 (max_top_k). Given: 500000" in \
         body["error"]
     context = "Berlin is a city. " * 40_000  # ~720 KB, under MAX_BODY_BYTES
-    status, body, _ = call(qa, http_event("POST", "/predict", json.dumps({
-        "inputs": {"question": "Where?", "context": context},
-        "parameters": {"doc_stride": 370}})))
+    request = http_event("POST", "/predict", json.dumps({
+        "inputs": {"question": "Where?", "context": context}, "parameters": {"doc_stride": 370}}))
+    status, body, _ = call(qa, request)  # its characters alone are over the default
+    assert status == 413 and "(max_input_chars)" in body["error"]
+    status, body, _ = call(handler("question-answering", MAX_INPUT_CHARS="1000000"), request)
     assert status == 413 and body["type"] == "over_budget" and "window(s)" in body["error"]
     assert "the limit is 2048 (max_tokens)" in body["error"]
     status, body, _ = predict(zs, ["some text"] * 64, candidate_labels=[f"l{i}" for i in range(10_000)])

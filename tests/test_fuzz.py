@@ -1,7 +1,9 @@
 """Property-based fuzzing of the handler (hypothesis; bounded, derandomized): events of every
-shape, arbitrary JSON bodies and arbitrary parameters for every task. Whatever arrives, the
-handler returns a response (never raises), never a 5xx, never runs more tokens than the
-budget, and the next valid request still gets the right answer."""
+shape, arbitrary JSON bodies and arbitrary parameters for every task, seeded with the hostile
+requests of tests/hostile.py. Whatever arrives, the handler returns a response (never raises),
+never a 5xx, never runs more tokens than the budget, and each answer passes the cost oracle
+(tests/oracle.py: wall time and peak RSS growth within bounds, never over the response
+limit); the next valid request still gets the right answer."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,13 +15,16 @@ import pytest
 from tests.conftest import needs_bundles
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from tests.hostile import CASES  # noqa: E402
+from tests.oracle import RESPONSE_LIMIT, measured, response_size  # noqa: E402
+from xlmr_serverless.runtime.tasks import names  # noqa: E402
 
 pytestmark = [needs_bundles, pytest.mark.serving]
 
-TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification",
-         "question-answering", "zero-shot-classification")
+TASKS = tuple(names())  # every task the registry has
 MAX_TOKENS = 600
 
 json_values = st.recursive(
@@ -120,7 +125,9 @@ def test_no_event_takes_the_handler_down(handlers, task):
               suppress_health_check=list(HealthCheck))
     def holds(event: Any) -> None:
         ran.clear()
-        res = handler(event, LocalContext())
+        res, cost = measured(lambda: handler(event, LocalContext()))
+        assert cost.within_bounds(), (cost, str(event)[:300])
+        assert response_size(res) <= RESPONSE_LIMIT
         assert isinstance(res, (dict, list)), res
         status = res.get("statusCode", 200) if isinstance(res, dict) else 200
         statuses.append(status)
@@ -130,6 +137,8 @@ def test_no_event_takes_the_handler_down(handlers, task):
                 json.loads(res["body"])
         assert sum(ran) <= MAX_TOKENS, (sum(ran), event)
 
+    for c in CASES:  # the hostile requests first, for this task's bundle and every other's
+        holds = example(event=http_event("POST", c.route, c.body, {}))(holds)
     pipe.bundle.run = counting_run  # type: ignore[method-assign]
     try:
         holds()

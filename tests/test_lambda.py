@@ -417,6 +417,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_server(url: str) -> None:
+    """Until `url`/health answers (a server starting in another process), at most 30 s."""
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def test_xlmr_serve_answers_http(embed_bundle):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "xlmr_serverless.cli", "serve", "--bundle",
@@ -424,12 +434,7 @@ def test_xlmr_serve_answers_http(embed_bundle):
                             stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_server(url)
         req = urllib.request.Request(url + "/embed", data=json.dumps({"inputs": "hi"}).encode(),
                                      headers={"Content-Type": "application/json"})
         assert len(json.loads(urllib.request.urlopen(req, timeout=10).read())[0]) == 32
