@@ -90,6 +90,14 @@ def check_same_machine(folder: Path) -> None:
                              f"{isa()}: write them to benchmarks/results/{machine_folder()}/")
 
 
+def record(folder: str, name: str, result: dict[str, Any]) -> None:
+    """A check's result as `folder/name` (JSON), where --output asked for it ('' : nowhere)."""
+    if folder:
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(result, indent=1) + "\n")
+
+
 def machine() -> dict[str, Any]:
     """This machine, as every result names it (runtime/cpu.py reads the CPU)."""
     flags = cpu_flags()

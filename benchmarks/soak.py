@@ -1,6 +1,8 @@
-"""Soak: many mixed requests (valid, invalid, over budget) through the Lambda handler in one
-process, as a warm container lives; per block of requests the latency p50/p99 and the RSS,
-and over all the status counts (no 5xx allowed). Not a test: it prints and records figures.
+"""Soak: many mixed requests (valid, invalid, over budget, and the hostile requests of
+tests/hostile.py that fit the bundle's task) through the Lambda handler in one process, as a
+warm container lives; per block of requests the latency p50/p99 and the RSS, over all the
+status counts (no 5xx allowed, none lost), and per kind the slowest request and the largest
+growth of the peak RSS during one request. Not a test: it prints and records figures.
 
     python -m benchmarks.soak BUNDLE [--requests 10000] [--output DIR]
 """
@@ -17,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import machine
-from benchmarks.worker import peak_rss_mb
+from benchmarks.harness import machine, record
 
 
 def rss_mb() -> float:
@@ -26,8 +27,15 @@ def rss_mb() -> float:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
-def requests(task: str, rng: random.Random) -> list[tuple[str, Any]]:
-    """(kind, event body or raw text) mixes: what a public endpoint sees in a day."""
+def peak_rss_now_mb() -> float:
+    """The peak RSS since it was last reset (clear_refs), MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def requests(task: str, rng: random.Random) -> list[tuple[str, str, Any]]:
+    """(kind, route, event body or raw text) mixes: what a public endpoint sees in a day."""
+    from tests.hostile import CASES
     from xlmr_serverless.runtime.tasks import task_spec
 
     sample = dict(task_spec(task).sample)
@@ -45,7 +53,10 @@ def requests(task: str, rng: random.Random) -> list[tuple[str, Any]]:
                ("invalid", {"inputs": "x", "parameters": {"bogus": 1}}),
                ("invalid", {"inputs": [1, 2, 3]})]
     over = [("over_budget", {"inputs": [text(400)] * 12, "parameters": {"truncation": True}})]
-    return valid * 6 + invalid + over
+    hostile = [(f"hostile:{c.name}", c.route, c.body) for c in CASES
+               if c.task == task or c.route == "/tokenize"]
+    plain = [(kind, "/predict", body) for kind, body in valid * 6 + invalid + over]
+    return plain + hostile * max(1, len(plain) // max(len(hostile), 1))
 
 
 def main() -> None:
@@ -65,15 +76,29 @@ def main() -> None:
     rng = random.Random(0)
     pool = requests(task, rng)
     statuses: Counter[str] = Counter()
+    worst: dict[str, dict[str, float]] = {}
     blocks, lat = [], []
+    lost, peak = 0, 0.0
     start_rss = rss_mb()
     for i in range(1, a.requests + 1):
-        kind, body = rng.choice(pool)
+        kind, path, body = rng.choice(pool)
         raw = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
-        event = http_event("POST", "/predict", raw, {"content-type": "application/json"})
+        event = http_event("POST", path, raw, {"content-type": "application/json"})
+        Path("/proc/self/clear_refs").write_text("5")  # the peak RSS counts from here
+        before = rss_mb()
         t0 = time.perf_counter()
-        res = handler(event, LocalContext())
-        lat.append((time.perf_counter() - t0) * 1000)
+        try:
+            res = handler(event, LocalContext())
+        except BaseException:  # noqa: B036 - a request that escaped the handler is lost
+            lost += 1
+            continue
+        ms = (time.perf_counter() - t0) * 1000
+        lat.append(ms)
+        now_peak = peak_rss_now_mb()
+        grown, peak = now_peak - before, max(peak, now_peak)
+        w = worst.setdefault(kind.split(":")[0], {"max_ms": 0.0, "max_rss_growth_mb": 0.0})
+        w["max_ms"], w["max_rss_growth_mb"] = max(w["max_ms"], ms), max(w["max_rss_growth_mb"],
+                                                                          grown)
         statuses[f"{kind}:{res['statusCode']}"] += 1
         if i % a.block == 0:
             arr = np.asarray(lat)
@@ -83,13 +108,12 @@ def main() -> None:
             print(json.dumps(blocks[-1]), flush=True)
     result = {"bundle": str(a.bundle), "task": task, "machine": machine(),
               "requests": a.requests, "statuses": dict(statuses), "blocks": blocks,
-              "rss_start_mb": start_rss, "rss_end_mb": rss_mb(), "peak_rss_mb": peak_rss_mb(),
-              "server_errors": sum(n for k, n in statuses.items() if k.endswith(":500"))}
+              "rss_start_mb": start_rss, "rss_end_mb": rss_mb(), "peak_rss_mb": peak,
+              "worst_per_kind": worst, "lost": lost,
+              "server_errors": sum(n for k, n in statuses.items()
+                                   if int(k.rsplit(":", 1)[1]) >= 500)}
     print(json.dumps({k: v for k, v in result.items() if k != "blocks"}, indent=1))
-    if a.output:
-        out = Path(a.output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
+    record(a.output, "soak.json", result)
 
 
 if __name__ == "__main__":
