@@ -1,6 +1,8 @@
 """Chaos: an S3 bundle download killed with SIGKILL mid-way, then a cold start; and a /tmp
 too small for the bundle. An S3 endpoint on loopback (moto's server), the Lambda adapter's
-own loading code in child processes. Not a test: it prints and records what happened.
+own loading code in child processes; each child then answers the hostile requests of
+tests/hostile.py for its bundle (their statuses recorded) and a valid one after them. Not
+a test: it prints and records what happened.
 
     python -m benchmarks.chaos BUNDLE [--output DIR]     (root, for the small tmpfs)
 """
@@ -33,8 +35,13 @@ s3.fetch_bundle = lambda uri: real(uri, root)   # /tmp of this run
 t0 = time.perf_counter()
 h = make_handler(dataclasses.replace(Settings.from_env(), model_s3_uri=sys.argv[2]))
 r = h(http_event("POST", "/embed", json.dumps({"inputs": "hello"}), {}), LocalContext())
-print(json.dumps({"status": r["statusCode"], "body": r["body"][:120],
-                  "init_s": time.perf_counter() - t0}))
+init_s = time.perf_counter() - t0
+from tests.hostile import CASES   # then the hostile requests, on the bundle it just got
+hostile = {c.name: h(http_event("POST", c.route, c.body, {}), LocalContext())["statusCode"]
+           for c in CASES if c.task == "feature-extraction" or c.route == "/tokenize"}
+again = h(http_event("POST", "/embed", json.dumps({"inputs": "hello"}), {}), LocalContext())
+print(json.dumps({"status": r["statusCode"], "body": r["body"][:120], "init_s": init_s,
+                  "hostile": hostile, "after_hostile": again["statusCode"]}))
 """
 
 
@@ -44,6 +51,7 @@ def tree(root: Path) -> dict[str, int]:
 
 
 def child(root: Path, uri: str, env: dict[str, str]) -> subprocess.Popen:
+    env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # tests.hostile
     return subprocess.Popen([sys.executable, "-c", CHILD, str(root), uri], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
