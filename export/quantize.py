@@ -17,32 +17,36 @@ from . import table4
 
 @dataclasses.dataclass(frozen=True)
 class Int8Recipe:
-    """One dynamic-quantization setting; tried in order until the accuracy gate passes."""
+    """One dynamic-quantization setting for the accuracy gate (export/gate.py)."""
 
     name: str
     per_channel: bool = False
     reduce_range: bool = False
-    fp32_ffn: str = ""  # "", "out" (down-projections) or "all" (both FFN MatMuls) kept fp32
-    int8_head: bool = True  # tied LM head as an int8 GEMM (int8_head); the last,
-    # most conservative recipe keeps the head's MatMul in fp32
+    smooth: str = ""  # "norm" or "all": the input is the graph export/smoothing.py smoothed
+    fp32_ffn: bool = False  # every FFN MatMul kept fp32
+    fp32_nodes: tuple[str, ...] = ()  # nodes kept fp32 (the sensitivity pass's choice)
+    int8_head: bool = True  # a tied LM head as an int8 GEMM (int8_head) unless kept fp32
 
 
-# The known remedies, in order of cost (onnxruntime #9599: int8 MiniLM near random). On CPUs
-# without VNNI the u8s8 kernels can saturate, which reduce_range (7-bit weights) avoids.
+# Every node int8, tried in this order (onnxruntime #9599: int8 MiniLM near random). On CPUs
+# without VNNI the u8s8 kernels can saturate, which reduce_range (7-bit weights) avoids;
+# smoothing flattens the outlier channels of the inputs (export/smoothing.py).
 INT8_RECIPES = (
     Int8Recipe("default"),
     Int8Recipe("per_channel", per_channel=True),
     Int8Recipe("per_channel+reduce_range", per_channel=True, reduce_range=True),
-    Int8Recipe("per_channel+reduce_range+fp32_ffn_out", True, True, "out"),
-    Int8Recipe("per_channel+reduce_range+fp32_ffn", True, True, "all", int8_head=False),
+    Int8Recipe("smooth+per_channel", per_channel=True, smooth="norm"),
+    Int8Recipe("smooth_all+per_channel", per_channel=True, smooth="all"),
 )
+# The last resort, and the yardstick the mixed-precision recipe is timed against.
+FP32_FFN = Int8Recipe("per_channel+reduce_range+fp32_ffn", True, True, fp32_ffn=True,
+                      int8_head=False)
 
 
-def ffn_matmuls(proto: onnx.ModelProto, hidden: int, intermediate: int, which: str) -> list[str]:
-    """Names of the FFN MatMuls, found by weight shape: the down-projections ([intermediate,
-    hidden]) read the outlier activations that make int8 collapse; "all" adds the up-projections."""
+def ffn_matmuls(proto: onnx.ModelProto, hidden: int, intermediate: int) -> list[str]:
+    """Names of the FFN MatMuls (up- and down-projections), found by weight shape."""
     shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
-    wanted = {(intermediate, hidden)} | ({(hidden, intermediate)} if which == "all" else set())
+    wanted = {(intermediate, hidden), (hidden, intermediate)}
     return [n.name for n in proto.graph.node
             if n.op_type == "MatMul" and len(n.input) > 1 and shapes.get(n.input[1]) in wanted]
 
@@ -84,10 +88,14 @@ def quiet_quantizer() -> Iterator[None]:
             h.removeFilter(noise)
 
 
+TABLES = ["Gather", "EmbedLayerNormalization"]  # the word-embedding table's readers
+
+
 def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
-                  hidden: int, intermediate: int,
-                  table_bits: int = 8) -> tuple[list[str], bool, int]:
-    """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included); returns
+                  hidden: int, intermediate: int, table_bits: int = 8,
+                  tables: bool = True) -> tuple[list[str], bool, int]:
+    """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included, unless
+    not `tables`: the sensitivity pass's probes, where the table's error is common); returns
     the MatMuls the recipe kept in fp32, whether a tied LM head runs as a u8 x s8 GEMM on
     the one int8 table the embedding reads too, and the bits the table was stored in (4 when
     asked and export/table4.py could rewrite it: the head then runs as MatMulNBits on it).
@@ -99,24 +107,27 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
 
     folder = Path(src).resolve().parent
     graph = load_graph(src)
-    exclude = ffn_matmuls(graph, hidden, intermediate, recipe.fp32_ffn) if recipe.fp32_ffn else []
+    exclude = ffn_matmuls(graph, hidden, intermediate) if recipe.fp32_ffn else []
+    exclude += [n for n in recipe.fp32_nodes if n not in exclude]
+    heads = tied_head_matmuls(graph)
     if not recipe.int8_head:  # the head in fp32 (the embedding Gather stays int8)
-        exclude += tied_head_matmuls(graph)
+        exclude += [n for n in heads if n not in exclude]
     staged = _fresh(folder / f"{Path(dst).name}.staged.onnx")
     with quiet_quantizer(), weights_on_disk(folder), weights_stay_on_disk():
         quantize_dynamic(
             graph, str(staged), weight_type=QuantType.QInt8,
             per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
             nodes_to_exclude=exclude,
-            op_types_to_quantize=["MatMul", "Attention", "Gather", "EmbedLayerNormalization"],
+            op_types_to_quantize=["MatMul", "Attention"] + (TABLES if tables else []),
             use_external_data_format=True,
             # the fused com.microsoft ops have no type inference: without this it fails
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     proto = load_graph(staged)
-    four = table_bits == 4 and table4.table_to_4bit(proto, fp32_initializer(src)) is not None
+    four = tables and table_bits == 4 and \
+        table4.table_to_4bit(proto, fp32_initializer(src)) is not None
     with weights_from(folder):
-        head = recipe.int8_head and not four and int8_head(proto)
+        head = tables and not four and not set(heads) & set(exclude) and int8_head(proto)
     save_consolidated(proto, _fresh(dst), folder, external_data)
     _fresh(staged)
     return exclude, head, 4 if four else 8
