@@ -25,7 +25,7 @@ from ..runtime.manifest import (
     write_manifest,
 )
 from ..runtime.tasks.spec import INPUT_NAMES, TaskSpec
-from . import gate, models, onnx_export, optimize, validate, writers
+from . import calibration, gate, models, onnx_export, optimize, validate, writers
 from .errors import ExportError, ToleranceError
 from .preflight import preflight
 from .tokenizer import save_tokenizer
@@ -191,6 +191,8 @@ class Reference:
 
     source: Source
     feeds: list[dict[str, Any]]
+    calibration: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    calibration_note: str = ""
     cache: dict[int, list[Any]] = dataclasses.field(default_factory=dict)
 
     def outputs(self, feed: dict[str, Any]) -> list[Any]:
@@ -220,7 +222,7 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
                                   opts.opset)
     done()
     done = steps("validate fp32 against PyTorch")
-    ref = Reference(source, validation_feeds(source, out / TOKENIZER_NAME, opts))
+    ref = Reference(source, *validation_feeds(source, out / TOKENIZER_NAME, opts))
     for feed in ref.feeds:  # PyTorch's outputs first, then the model is let go: PyTorch's
         ref.outputs(feed)  # weights and onnxruntime's are never resident side by side
     source.model = None
@@ -288,14 +290,19 @@ def trim_vocabulary(tokenizer_file: Path, model: Any, config: Any, tok_info: dic
             + " not in the corpus"}
 
 
-def validation_feeds(source: Source, tokenizer_file: Path,
-                     opts: ExportOptions) -> list[dict[str, Any]]:
+def validation_feeds(source: Source, tokenizer_file: Path, opts: ExportOptions,
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """The feeds the checks judge, the calibration feeds (never judged), and where each
+    came from (export/calibration.py)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    texts = validate.read_texts(opts.validation_file)
-    return list(validate.encode_batches(tokenizer, texts, source.spec, source.mask_id,
-                                        source.pad_id, source.max_length))
+    split = calibration.split_texts(opts.validation_file)
+
+    def encode(texts: list[str]) -> list[dict[str, Any]]:
+        return list(validate.encode_batches(tokenizer, texts, source.spec, source.mask_id,
+                                            source.pad_id, source.max_length))
+    return encode(split.judged), encode(split.calibration), split.note
 
 
 def fuse(raw: Path, fused_path: Path, ref: Reference, opts: ExportOptions,
@@ -332,11 +339,11 @@ def choose_graph(precision: str, graphs: dict[str, Path], ref: Reference, opts: 
         return "unfused"
     if opts.optimize != "auto" or entry.provider != "cpu":
         return "fused"
-    weights = graphs["fused"].with_name(graphs["fused"].name + ".data")
-    if weights.exists() and weights.stat().st_size > PROBE_MAX_BYTES:
+    too_large = too_large_to_time(graphs["fused"])
+    if too_large:
         parity["optimize"][precision] = {
-            "kept": "fused", "not_timed": f"fp32 weights {weights.stat().st_size / 1e9:.1f} GB "
-            f"> {PROBE_MAX_BYTES / 1e9:.1f} GB: both graphs' files are not written to time them"}
+            "kept": "fused", "not_timed": f"{too_large}: both graphs' files are not written to "
+            "time them"}
         return "fused"
     files = {}
     for kind, src in graphs.items():
@@ -355,6 +362,15 @@ def choose_graph(precision: str, graphs: dict[str, Path], ref: Reference, opts: 
     return kept
 
 
+def too_large_to_time(fp32: Path) -> str:
+    """Why files written from `fp32` are too large to keep several and time them, or ""."""
+    weights = fp32.with_name(fp32.name + ".data")
+    if weights.exists() and weights.stat().st_size > PROBE_MAX_BYTES:
+        return (f"fp32 weights {weights.stat().st_size / 1e9:.1f} GB > "
+                f"{PROBE_MAX_BYTES / 1e9:.1f} GB")
+    return ""
+
+
 def write_precision(precision: str, graphs: dict[str, Path], out: Path, ref: Reference,
                     opts: ExportOptions, parity: dict[str, Any], steps: Steps) -> ModelFile:
     """One bundle file through the precision's registered writer, from the graph (fused or
@@ -371,7 +387,8 @@ def write_precision(precision: str, graphs: dict[str, Path], out: Path, ref: Ref
     name = f"model.{precision}.onnx"
     job = writers.WriteJob(fp32, out / name, opts.external_data, ref.source.spec,
                            ref.source.config, ref.feeds, opts.min_agreement, steps.log,
-                           opts.table_bits)
+                           opts.table_bits, ref.calibration, ref.calibration_note,
+                           too_large_to_time(fp32))
     try:
         result = writers.writer_for(registry.get(precision))(job)
     except ValueError as exc:

@@ -1,10 +1,14 @@
-"""The accuracy gate (int8 and int4): quantize with each recipe in turn (cheapest first) until
-the file agrees with fp32 on the validation text, and record what every recipe scored."""
+"""The accuracy gate: a quantized file ships only if it agrees with fp32 on the validation
+text. int4 takes the first recipe that passes (fastest first); int8 looks for the fastest
+file that passes (all int8, smoothed, or mixed precision from the sensitivity pass), and
+records what every recipe scored."""
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from . import quantize, validate
+from . import calibration, quantize, sensitivity, smoothing, validate
 from .errors import ExportError
 
 if TYPE_CHECKING:
@@ -37,22 +41,195 @@ def with_gate(job: WriteJob, precision: str, recipes: Sequence[Any],
                 + (f": rejected, {rejected}" if rejected else ""))
         if rejected is None:
             return recipe.name, tried
-    figures = "; ".join(f"{t['recipe']}: {t['rejected']}" for t in tried)
+    raise _failed(job, precision, tried)
+
+
+def _failed(job: WriteJob, precision: str, tried: list[dict[str, Any]]) -> ExportError:
+    figures = "; ".join(f"{t['recipe']}: {t['rejected']}" for t in tried if "rejected" in t)
     coarser = ", drop --table-bits 4" if job.table_bits == 4 else ""
-    raise ExportError(f"{precision} accuracy gate failed (agreement with fp32 under "
-                      f"{job.min_agreement:.2%} for every recipe: {figures}); export --precision "
-                      f"fp32{coarser} or lower --min-agreement")
+    return ExportError(f"{precision} accuracy gate failed (agreement with fp32 under "
+                       f"{job.min_agreement:.2%} for every recipe: {figures}); export --precision "
+                       f"fp32{coarser} or lower --min-agreement")
 
 
-def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:
-    """Dynamic int8 through the gate (quantize.INT8_RECIPES, cheapest first)."""
-    def write(recipe: quantize.Int8Recipe) -> dict[str, Any]:
+@dataclasses.dataclass
+class Trial:
+    """One int8 recipe written and judged: its file (kept while it is a candidate) and record."""
+
+    recipe: quantize.Int8Recipe
+    path: Path
+    record: dict[str, Any]
+    passed: bool
+    error: float  # relative output error on the calibration text
+
+
+class Int8Search:
+    """The int8 gate's state: fp32's outputs on the judged and calibration feeds (computed
+    once), the smoothed fp32 graphs (made on first use), and every trial so far."""
+
+    def __init__(self, job: WriteJob) -> None:
+        self.job = job
+        self.work = Path(job.fp32).resolve().parent
+        sess = validate.onnx_session(job.fp32)
+        self.judged = {id(feed): validate.run_onnx(sess, feed) for feed in job.feeds}
+        self.calibrated = [validate.run_onnx(sess, feed) for feed in job.calibration]
+        del sess
+        self.sources: dict[str, Path] = {"": job.fp32}
+        self.smoothed: dict[str, list[dict[str, Any]]] = {}
+        self.trials: list[Trial] = []
+
+    def source(self, which: str) -> Path:
+        """The fp32 graph a recipe quantizes: as exported, or smoothed on calibration ranges."""
+        if which not in self.sources:
+            from .external import load_graph
+
+            sites = smoothing.sites(load_graph(self.job.fp32), which)
+            ranges = calibration.channel_absmax(self.job.fp32, self.job.calibration,
+                                                [site.tensor for site in sites])
+            dst = self.work / f"smoothed.{which}.onnx"
+            self.smoothed[which] = smoothing.smooth(self.job.fp32, dst, sites, ranges)
+            self.sources[which] = dst
+        return self.sources[which]
+
+    def write(self, recipe: quantize.Int8Recipe, dst: Path, tables: bool = True) -> dict[str, Any]:
         kept, head, bits = quantize.quantize_int8(
-            job.fp32, job.dst, recipe, job.external, job.config.hidden_size,
-            job.config.intermediate_size, job.table_bits)
+            self.source(recipe.smooth), dst, recipe, True, self.job.config.hidden_size,
+            self.job.config.intermediate_size, self.job.table_bits, tables)
         return {"fp32_matmuls": len(kept), "int8_head_gemm": head, "table_bits": bits}
 
-    return with_gate(job, "int8", quantize.INT8_RECIPES, write)
+    def attempt(self, recipe: quantize.Int8Recipe) -> Trial:
+        """Write `recipe`'s file and judge it on the gate's feeds and, by the same measure, on
+        the calibration feeds too (a recipe fitted there, such as a mixed-precision prefix
+        that barely passes 16 sentences, must not fail the other text); score it on
+        calibration."""
+        from .writers import judge
+
+        path = self.work / f"int8.candidate{len(self.trials)}.onnx"
+        extra = self.write(recipe, path)
+        cmp = judge(lambda feed: self.judged[id(feed)], path, self.job.feeds, self.job.spec)
+        rejected = cmp.verdict(self.job.min_agreement, self.job.spec.parity)
+        if rejected is None and self.job.calibration:
+            by_feed = {id(f): out for f, out in zip(self.job.calibration, self.calibrated)}
+            also = judge(lambda feed: by_feed[id(feed)], path, self.job.calibration,
+                         self.job.spec).verdict(self.job.min_agreement, self.job.spec.parity)
+            rejected = f"on the calibration text, {also}" if also else None
+        error = calibration.output_error(self.calibrated, path, self.job.calibration)
+        record = {"recipe": recipe.name, **extra, **cmp.as_dict(),
+                  "calibration_error": round(error, 5),
+                  **({"rejected": rejected} if rejected else {})}
+        self.job.log(f"      int8 recipe {recipe.name}: {describe(cmp, self.job.spec.parity)}, "
+                     f"calibration error {error:.4f}" + (f": rejected, {rejected}" if rejected
+                                                         else ""))
+        trial = Trial(recipe, path, record, rejected is None, error)
+        if not trial.passed:
+            _remove(path)
+        self.trials.append(trial)
+        return trial
+
+    def mixed(self, base: quantize.Int8Recipe) -> tuple[Trial | None, sensitivity.Ranking]:
+        """The greedy mixed-precision recipe on `base`: nodes ranked by the sensitivity pass
+        (calibration text), the shortest prefix of them kept fp32 that passes the gate."""
+        from .external import load_graph
+
+        probe = self.work / "int8.probe.onnx"
+
+        def error_without(excluded: list[str]) -> float:
+            self.write(dataclasses.replace(base, fp32_nodes=tuple(excluded)), probe, tables=False)
+            return calibration.output_error(self.calibrated, probe, self.job.calibration)
+
+        nodes = sensitivity.units(load_graph(self.source(base.smooth)))
+        self.job.log(f"      sensitivity pass: {len(nodes)} node(s), each kept fp32 in turn "
+                     f"on {base.name}")
+        ranking = sensitivity.rank(nodes, error_without)
+        _remove(probe)
+        worst = ranking.worst()
+        cuts = dict(ranking.cuts)
+        tried: dict[int, Trial] = {}
+
+        def passes(k: int) -> bool:
+            recipe = dataclasses.replace(base, name=f"{base.name}+fp32[{k}]",
+                                         fp32_nodes=tuple(worst[:k]))
+            tried[k] = self.attempt(recipe)
+            tried[k].record["fp32_nodes"] = [{"node": n, "error_cut": round(cuts[n], 5)}
+                                             for n in worst[:k]]
+            return tried[k].passed
+
+        k = sensitivity.shortest_passing(len(worst), passes)
+        for j, trial in tried.items():  # longer prefixes of the same ranking: more fp32
+            if j != k and trial.passed:
+                trial.record["superseded"] = f"fp32[{k}] passes with fewer fp32 nodes"
+                _remove(trial.path)
+        return (tried[k] if k else None), ranking
+
+
+def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """Dynamic int8 through the gate. The default recipe (all int8, the fastest) is kept when
+    it passes, with nothing else tried. Otherwise every all-int8 recipe is tried, then, if
+    none passes, the greedy mixed-precision recipe on the one with the least calibration
+    error, and the all-FFN-fp32 recipe; of those that pass, the fastest on this machine is
+    kept (alternating rounds; an earlier one unless a later is clearly faster). Returns the
+    recipe, every trial's record, and what the gate found (for the manifest)."""
+    search = Int8Search(job)
+    found: dict[str, Any] = {"calibration": job.calibration_note}
+    passing = [t for t in (search.attempt(r) for r in quantize.INT8_RECIPES[:1]) if t.passed]
+    if passing:
+        found["chosen_by"] = "the default recipe (all int8) passed: nothing faster to try"
+    elif not job.search:  # too large to keep candidates and time them: the first to pass
+        for recipe in quantize.INT8_RECIPES[1:] + (quantize.FP32_FFN,):
+            if search.attempt(recipe).passed:
+                passing = [search.trials[-1]]
+                break
+        found["chosen_by"] = f"the first recipe to pass, in order (not searched: {job.search_off})"
+    else:
+        calibrated = bool(job.calibration)  # smoothing and the pass read calibration text
+        passing = [t for t in (search.attempt(r) for r in quantize.INT8_RECIPES[1:]
+                               if calibrated or not r.smooth) if t.passed]
+        if not passing and calibrated:
+            base = min(search.trials, key=lambda t: t.error)
+            mixed, ranking = search.mixed(base.recipe)
+            found["sensitivity"] = {"base": base.recipe.name, **ranking.as_dict()}
+            passing = [t for t in (mixed, search.attempt(quantize.FP32_FFN)) if t and t.passed]
+        elif not passing:
+            passing = [t for t in [search.attempt(quantize.FP32_FFN)] if t.passed]
+    if search.smoothed:
+        found["smoothing"] = {"alpha": smoothing.ALPHA, **search.smoothed}
+    try:
+        if not passing:
+            raise _failed(job, "int8", [t.record for t in search.trials])
+        chosen = _fastest(job, passing, found) if len(passing) > 1 else passing[0]
+        from .external import load_graph, save_consolidated
+
+        save_consolidated(load_graph(chosen.path), quantize._fresh(job.dst), search.work,
+                          job.external)
+    finally:
+        for path in [t.path for t in search.trials] + list(search.sources.values())[1:]:
+            _remove(path)
+    return chosen.recipe.name, [t.record for t in search.trials], found
+
+
+def _fastest(job: WriteJob, passing: list[Trial], found: dict[str, Any]) -> Trial:
+    """The passing file that runs fastest on the largest validation feed, timed as the fusion
+    probe times (alternating rounds): an earlier trial stays unless a later is clearly faster."""
+    from . import optimize
+
+    feed = max(job.feeds, key=lambda f: f["input_ids"].size)
+    times = optimize.alternating_ms({str(i): t.path for i, t in enumerate(passing)}, feed)
+    best = 0
+    for i in range(1, len(passing)):
+        if optimize.clearly_slower(times[str(best)], times[str(i)]):
+            best = i
+    for i, t in enumerate(passing):
+        t.record["ms"] = [round(x, 2) for x in times[str(i)]]
+    found["chosen_by"] = (f"the fastest of {len(passing)} passing recipes: median ms of "
+                          f"alternating rounds on a {'x'.join(map(str, feed['input_ids'].shape))} "
+                          f"feed, a later one kept only when clearly faster (margin "
+                          f"{optimize.MARGIN:.0%})")
+    return passing[best]
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
 
 
 def int4_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]]]:

@@ -27,6 +27,13 @@ class WriteJob:
     min_agreement: float
     log: Callable[[str], None]
     table_bits: int = 8  # the word-embedding table's bits in int8/int4 files (export/table4.py)
+    calibration: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # never judged
+    calibration_note: str = ""  # where the calibration text came from (export/calibration.py)
+    search_off: str = ""  # why the int8 gate may not keep and time candidates (too large)
+
+    @property
+    def search(self) -> bool:
+        return not self.search_off
 
 
 @dataclasses.dataclass
@@ -55,9 +62,10 @@ def write_fp32(job: WriteJob) -> WriteResult:
 
 
 def write_int8(job: WriteJob) -> WriteResult:
-    """Dynamic int8 through the accuracy gate: the first recipe that agrees with fp32."""
-    recipe, tried = gate.int8_with_gate(job)
-    return WriteResult(recipe, {"int8_recipes_tried": tried, "int8_gate": gate.rules(job)})
+    """Dynamic int8 through the accuracy gate: the fastest file that agrees with fp32."""
+    recipe, tried, found = gate.int8_with_gate(job)
+    return WriteResult(recipe, {"int8_recipes_tried": tried,
+                                "int8_gate": {**gate.rules(job), **found}})
 
 
 def write_fp16(job: WriteJob) -> WriteResult:
