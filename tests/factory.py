@@ -69,9 +69,10 @@ LABELS = {
 
 def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0,
                hidden: int = 32, layers: int = 2, tokenizer: str | None = None,
-               **config_kw) -> Path:
+               outliers: tuple[tuple[int, ...], float] | None = None, **config_kw) -> Path:
     """Save a tiny random `arch` checkpoint for `task` (with its tokenizer) into `folder`:
-    the real XLM-R tokenizer for xlm-roberta, a small byte-level BPE otherwise (or as asked)."""
+    the real XLM-R tokenizer for xlm-roberta, a small byte-level BPE otherwise (or as asked).
+    `outliers` = (dims, scale): inject_outliers on the encoder."""
     import transformers
 
     folder = Path(folder)
@@ -96,5 +97,33 @@ def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0
     torch.manual_seed(seed)
     head = task_spec(task).head or "Model"  # the head class the task's spec names
     model = getattr(transformers, f"{PREFIX[arch]}{head}")(cfg_cls(**kw)).eval()
+    if outliers:
+        inject_outliers(model, *outliers)
     model.save_pretrained(str(folder))
     return folder
+
+
+def inject_outliers(model: torch.nn.Module, dims: tuple[int, ...], scale: float) -> None:
+    """Outlier channels the way trained XLM-R and BERT carry them: `dims` of every LayerNorm
+    that feeds a layer `scale` times larger (weight and bias), and the weights that read
+    those LayerNorms' outputs scaled down by as much on those inputs, so that the projections
+    still weigh every channel alike while the activations int8 must cover hold a few huge
+    channels. Post-LN encoders (RoBERTa, XLM-R); the last layer's output is left as it was."""
+    modules = dict(model.named_modules())
+    layers = sorted({int(name.split("encoder.layer.")[1].split(".")[0])
+                     for name in modules if "encoder.layer." in name})
+    readers = {}
+    for i in layers:
+        prefix = next(n for n in modules if n.endswith(f"encoder.layer.{i}"))
+        qkv = [f"{prefix}.attention.self.{p}" for p in ("query", "key", "value")]
+        feeder = (prefix.replace(f"encoder.layer.{i}", "embeddings.LayerNorm") if i == 0
+                  else prefix.replace(f"layer.{i}", f"layer.{i - 1}") + ".output.LayerNorm")
+        readers[feeder] = qkv
+        readers[f"{prefix}.attention.output.LayerNorm"] = [f"{prefix}.intermediate.dense"]
+    idx = list(dims)
+    with torch.no_grad():
+        for norm, linears in readers.items():
+            modules[norm].weight[idx] *= scale
+            modules[norm].bias[idx] *= scale
+            for name in linears:
+                modules[name].weight[:, idx] /= scale

@@ -1,0 +1,144 @@
+"""The int8 gate's search, piece by piece: calibration text held apart from what the gate
+judges, smoothing that computes the same fp32 function with flatter inputs (folded into a
+LayerNorm or one Mul), the sensitivity pass's prefix search, and the gate stopping at the
+default recipe when it passes. The real-weights case (MiniLM: mixed precision chosen by
+speed) is tests/test_convert.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import needs_torch
+from xlmr_serverless.export import calibration, sensitivity, smoothing, validate
+
+ACCURACY_TEXT = Path(__file__).resolve().parents[1] / "benchmarks" / "texts" / "accuracy.txt"
+
+
+def test_calibration_text_is_never_judged(tmp_path):
+    built_in = calibration.split_texts(None)
+    assert built_in.judged == list(validate.DEFAULT_TEXTS)
+    assert not set(built_in.judged) & set(built_in.calibration)
+    assert "none of them calibrated on" in built_in.note
+    # the benchmarks' held-out accuracy text is in neither
+    held_out = set(ACCURACY_TEXT.read_text(encoding="utf-8").splitlines())
+    assert len(held_out) >= 40 and not held_out & (set(built_in.judged) | set(built_in.calibration))
+
+    lines = [f"line {i}" for i in range(10)] + ["line 0"]  # a repeated line stays out of both
+    (tmp_path / "v.txt").write_text("\n".join(lines), encoding="utf-8")
+    split = calibration.split_texts(tmp_path / "v.txt")
+    assert split.calibration == ["line 0", "line 3", "line 6", "line 9"]
+    assert split.judged == ["line 1", "line 2", "line 4", "line 5", "line 7", "line 8"]
+    (tmp_path / "short.txt").write_text("one\ntwo\nthree", encoding="utf-8")
+    short = calibration.split_texts(tmp_path / "short.txt")
+    assert short.judged == ["one", "two", "three"]
+    assert short.calibration == list(calibration.CALIBRATION_TEXTS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 80), data=st.data())
+def test_shortest_passing_prefix(n, data):
+    """Monotone 'passes from t on': the search returns t (None when nothing passes) in about
+    two logarithms of n trials, never judging a prefix longer than n."""
+    t = data.draw(st.one_of(st.none(), st.integers(1, max(n, 1))))
+    calls = []
+
+    def passes(k: int) -> bool:
+        assert 1 <= k <= n
+        calls.append(k)
+        return t is not None and k >= t
+
+    found = sensitivity.shortest_passing(n, passes)
+    assert found == (t if t is not None and t <= n else None)
+    assert len(calls) <= 2 * np.log(max(n, 2)) / np.log(1.5) + 3
+    assert list(sensitivity.ladder(n))[-1:] == ([n] if n else [])
+
+
+def test_ranking_puts_the_largest_cut_first():
+    cuts = {"a": 0.01, "b": 0.2, "c": 0.0, "d": -0.003, "e": 0.05}
+
+    def error_without(excluded: list[str]) -> float:
+        return 0.5 - sum(cuts[n] for n in excluded)
+
+    ranking = sensitivity.rank(list(cuts), error_without)
+    assert ranking.all_int8_error == 0.5
+    assert ranking.worst() == ["b", "e", "a"]  # nodes whose fp32 copy does not help: never kept
+    assert ranking.as_dict()["largest_cuts"][0] == {"node": "b", "error_cut": 0.2}
+
+
+def _norm_then_matmuls(tmp_path: Path, shared: bool) -> Path:
+    """x -> LayerNormalization -> two MatMuls (and, if `shared`, the residual Add reading the
+    normalized tensor too), weights external as the export writes them."""
+    rng = np.random.default_rng(0)
+    hidden, out = 16, 8
+    gamma = np.ones(hidden, np.float32)
+    gamma[[2, 11]] = 60.0  # two outlier channels, as trained XLM-R's LayerNorms make them
+    inits = [numpy_helper.from_array(gamma, "gamma"),
+             numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), "beta"),
+             numpy_helper.from_array(rng.normal(size=(hidden, out)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(hidden, out)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["h"], name="ln",
+                              axis=-1),
+             helper.make_node("MatMul", ["h", "w1"], ["y1"], name="mm1"),
+             helper.make_node("MatMul", ["h", "w2"], ["y2"], name="mm2")]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y1", "y2")]
+    if shared:
+        nodes.append(helper.make_node("Add", ["h", "x"], ["r"], name="residual"))
+        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["b", "s", hidden])], outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "model.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data",
+                    size_threshold=0)
+    return path
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["folded", "one-mul"])
+def test_smoothing_keeps_the_function_and_flattens_the_input(tmp_path, shared):
+    import onnxruntime as ort
+
+    src = _norm_then_matmuls(tmp_path, shared)
+    x = np.random.default_rng(1).normal(size=(3, 5, 16)).astype(np.float32)
+    sites = smoothing.sites(onnx.load(str(src), load_external_data=False), "norm")
+    assert [(s.tensor, s.nodes, s.norm) for s in sites] == [("h", ("mm1", "mm2"), "ln")]
+    ranges = calibration.channel_absmax(src, [{"x": x}], ["h"])
+    assert ranges["h"].shape == (16,) and ranges["h"][[2, 11]].min() > 10 * np.median(ranges["h"])
+
+    dst = tmp_path / "smoothed.onnx"
+    record = smoothing.smooth(src, dst, sites, ranges)
+    assert record[0]["divided_in"] == ("Mul" if shared else "ln (folded)")
+    before, after = record[0]["peak_over_median"]
+    assert after < before / 3  # the outlier channels no longer set the range
+    ops = [n.op_type for n in onnx.load(str(dst), load_external_data=False).graph.node]
+    assert ops.count("Mul") == (1 if shared else 0)
+    want = ort.InferenceSession(str(src)).run(None, {"x": x})
+    got = ort.InferenceSession(str(dst)).run(None, {"x": x})
+    for w, g in zip(want, got):  # the same fp32 function (the residual reads h unscaled)
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+    assert not list(tmp_path.glob("*.smoothed.data"))  # the staging file is gone
+
+
+def test_scales_leave_dead_channels_alone():
+    s = smoothing.scales(np.array([4.0, 0.0, 1.0]), np.array([1.0, 2.0, 0.0]))
+    assert s[0] == pytest.approx(2.0) and s[1] == 1.0 and s[2] == 1.0
+
+
+@needs_torch
+@pytest.mark.main_env_only
+def test_the_gate_stops_at_the_default_recipe_when_it_passes(bundle_factory):
+    """Random weights: all int8 passes, so nothing else is written or timed."""
+    import json
+
+    manifest = json.loads((bundle_factory("text-classification") / "manifest.json").read_text())
+    tried = manifest["parity"]["int8_recipes_tried"]
+    assert [t["recipe"] for t in tried] == ["default"] and "ms" not in tried[0]
+    gate = manifest["parity"]["int8_gate"]
+    assert "default recipe (all int8) passed" in gate["chosen_by"]
+    assert "sensitivity" not in gate and "smoothing" not in gate
+    assert "none of them calibrated on" in gate["calibration"]
