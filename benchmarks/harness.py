@@ -24,7 +24,7 @@ from xlmr_serverless.runtime.cpu import cpu_flags, cpu_model, isa
 
 from . import ceiling, report
 from .contenders import file_size
-from .inputs import write_cases
+from .inputs import HELD_OUT, write_cases, write_held_out
 from .phases import handler_phases
 
 PAUSE_S = 0.2
@@ -171,17 +171,24 @@ def cold_start(kind: str, bundle: Path, model: str, task: str, text: Any) -> dic
             "peak_rss_mb": float(lines["PEAK"]), **handler_phases(res.stdout)}
 
 
-def accuracy(ref: np.ndarray, got: np.ndarray, task: str) -> dict[str, Any]:
+def accuracy(ref: np.ndarray, got: np.ndarray, task: str, mask: np.ndarray) -> dict[str, Any]:
+    """A contender's outputs on the held-out text against PyTorch fp32's: sentence cosine
+    (mean-pooled over real tokens; min, mean, share >= 0.99) or top-1 agreement."""
     if ref.shape != got.shape:
         return {"error": f"shape {got.shape} != reference {ref.shape}"}
-    out: dict[str, Any] = {"max_abs_diff": float(np.abs(ref - got).max())}
+    real = mask.astype(bool) if task in ("feature-extraction", "token-classification") else \
+        np.ones(ref.shape[:-1], bool)
+    out: dict[str, Any] = {"max_abs_diff": float(np.abs(ref - got)[real].max()),
+                           "rows": int(len(ref))}
     if task == "feature-extraction":  # argmax over hidden units means nothing: compare sentences
-        a, b = ref.mean(1), got.mean(1)
+        w = mask[..., None].astype(np.float32)
+        a, b = (ref * w).sum(1) / w.sum(1), (got * w).sum(1) / w.sum(1)
         cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
         out["cosine_min"] = float(cos.min())
         out["cosine_mean"] = float(cos.mean())
+        out["share_ge_0.99"] = float((cos >= 0.99).mean())
     else:
-        out["top1_agreement"] = float((ref.argmax(-1) == got.argmax(-1)).mean())
+        out["top1_agreement"] = float((ref.argmax(-1) == got.argmax(-1))[real].mean())
     return out
 
 
@@ -235,7 +242,8 @@ def export_bundle(plan: Plan, work: Path) -> tuple[Path, list[dict[str, Any]], d
     cases = write_cases(bundle, tok, specials, plan.batch_sizes,
                         [min(s, manifest.max_length) for s in plan.seq_lens], plan.task,
                         work / "cases")
-    return bundle, cases, specials
+    held_out = write_held_out(tok, specials, plan.task, manifest.max_length, work / "cases")
+    return bundle, cases + [held_out], specials
 
 
 def export_record(bundle: Path) -> dict[str, Any]:
@@ -296,14 +304,17 @@ def measure(plan: Plan, specs: dict[str, dict[str, Any]], cases: list[dict[str, 
     """Each contender's latencies, load time, size, peak RSS and accuracy against PyTorch."""
     workers = {name: Worker(name, spec) for name, spec in specs.items()}
     try:
-        lat = alternate_rounds(plan.rounds, workers, cases)
-        acc_case = cases[len(cases) // 2]["name"]
+        lat = alternate_rounds(plan.rounds, workers, [c for c in cases if c["name"] != HELD_OUT])
+        acc_case = HELD_OUT
         outs = {n: np.load(w.ask(op="output", case=acc_case, path=str(work / f"{n}.npy"))["path"])
                 for n, w in workers.items()}
+        held = next(c for c in specs["pytorch_fp32"]["cases"] if c["name"] == HELD_OUT)
+        mask = np.load(held["mask"])
         results = {n: {"load_s": w.load_s, "file_mb": file_size(specs[n]) / 1e6,
                        "peak_rss_mb": w.ask(op="rss")["peak_rss_mb"],
                        "latency_ms": {c: report.percentiles(v) for c, v in lat[n].items()},
-                       "accuracy_vs_pytorch_fp32": accuracy(outs["pytorch_fp32"], outs[n], plan.task)}
+                       "accuracy_vs_pytorch_fp32": accuracy(outs["pytorch_fp32"], outs[n], plan.task,
+                                                             mask)}
                    for n, w in workers.items()}
     finally:
         for w in workers.values():
@@ -335,7 +346,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = json.loads(config_path.read_text()) if config_path.exists() else None
     result = {"model": plan.model, "task": plan.task, "machine": info, "threads": plan.threads,
               "rounds": plan.rounds,
-              "cases": [{k: c[k] for k in ("name", "batch", "seq")} for c in cases],
+              "cases": [{k: c[k] for k in ("name", "batch", "seq")} for c in cases
+                        if c["name"] != HELD_OUT],
+              "held_out": {"text": "benchmarks/texts/accuracy.txt",
+                           "rows": next(c["batch"] for c in cases if c["name"] == HELD_OUT)},
               "accuracy_case": acc_case, "contenders": results, "missing": missing,
               "cold_start": cold_starts(plan, bundle),
               "bundle_export": export_record(bundle),

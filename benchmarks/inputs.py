@@ -39,6 +39,31 @@ def token_rows(tokenizer: TextTokenizer, n_tokens: int, rows: int, cls: int, sep
     return out
 
 
+ACCURACY_TEXT = Path(__file__).resolve().parent / "texts" / "accuracy.txt"
+HELD_OUT = "held_out"  # the accuracy case's name: never timed
+
+
+def write_held_out(tokenizer: TextTokenizer, specials: dict[str, int], task: str,
+                   max_length: int, folder: Path) -> dict:
+    """The accuracy case: every sentence of texts/accuracy.txt (in none of the export's
+    validation or calibration text) as one padded batch; fill-mask rows carry a <mask> mid-row."""
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = [t for t in ACCURACY_TEXT.read_text(encoding="utf-8").splitlines() if t.strip()]
+    rows = [e.ids[:max_length] for e in tokenizer.encode(texts)]
+    mask_id = specials.get("mask") if task == "fill-mask" else None
+    pad = specials.get("pad", 1)
+    ids = np.full((len(rows), max(len(r) for r in rows)), pad, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = r, 1
+        if mask_id is not None and len(r) > 2:
+            ids[i, len(r) // 2] = mask_id
+    np.save(folder / f"{HELD_OUT}.ids.npy", ids)
+    np.save(folder / f"{HELD_OUT}.mask.npy", mask)
+    return {"name": HELD_OUT, "batch": len(rows), "seq": ids.shape[1],
+            "ids": str(folder / f"{HELD_OUT}.ids.npy"), "mask": str(folder / f"{HELD_OUT}.mask.npy")}
+
+
 def write_cases(bundle: Path, tokenizer: TextTokenizer, specials: dict[str, int],
                 batch_sizes: list[int], seq_lens: list[int], task: str, folder: Path) -> list[dict]:
     folder.mkdir(parents=True, exist_ok=True)

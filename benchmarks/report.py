@@ -56,6 +56,38 @@ def summary(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def held_out_line(result: dict[str, Any]) -> str:
+    held = result.get("held_out", {})
+    return (f"Accuracy against PyTorch fp32 on held-out text ({held.get('rows', '?')} sentences "
+            f"of {held.get('text', '?')}, in none of the export's validation or calibration "
+            "text), beside the speed it was reached at.")
+
+
+def accuracy_header(result: dict[str, Any]) -> str:
+    return ("cosine min / share >= 0.99" if result["task"] == "feature-extraction"
+            else "top-1 agreement")
+
+
+def accuracy_cell(acc: dict[str, Any]) -> str:
+    if "error" in acc:
+        return acc["error"]
+    if "cosine_min" in acc:
+        return f"{acc['cosine_min']:.4f} / {acc.get('share_ge_0.99', float('nan')):.2f}"
+    return f"{acc.get('top1_agreement', float('nan')):.3f}"
+
+
+def recipe(result: dict[str, Any], name: str) -> str:
+    """How a contender's file was quantized: the gate's recipe, Optimum's preset, or fp32."""
+    if name.startswith("optimum_int8_"):
+        return f"Optimum {name.removeprefix('optimum_int8_')} preset (dynamic)"
+    if name.startswith("bundle_"):
+        precision = name.removeprefix("bundle_").removesuffix("_no_iobinding")
+        files = (result.get("bundle_export") or {}).get("files", [])
+        chosen = next((f.get("recipe") for f in files if f["precision"] == precision), None)
+        return chosen or precision
+    return name.rsplit("_", 1)[-1]
+
+
 def markdown(result: dict[str, Any]) -> str:
     m, cases = result["machine"], result["cases"]
     lines = [f"# {result['task']}: {result['model']}", "",
@@ -63,20 +95,19 @@ def markdown(result: dict[str, Any]) -> str:
              f"ISA {m.get('isa_level', '?')} (flags: {', '.join(m.get('isa', []))}); "
              f"{result['rounds']} alternating rounds.", "",
              "p50 latency in ms (p90 / p99 in results.json); tokens/s at p50.", "",
-             "| contender | file MB | peak RSS MB | " + " | ".join(c["name"] for c in cases) +
-             " | tokens/s (" + headline_case(result) + ") | " +
-             ("cosine min / mean" if result["task"] == "feature-extraction" else "top-1") +
-             " vs torch | max abs diff |",
-             "|---|---:|---:|" + "---:|" * len(cases) + "---:|---:|---:|"]
+             held_out_line(result), "",
+             "| contender | recipe | " + accuracy_header(result) + " | file MB | peak RSS MB | "
+             + " | ".join(c["name"] for c in cases) +
+             " | tokens/s (" + headline_case(result) + ") | max abs diff |",
+             "|---|---|---:|---:|---:|" + "---:|" * len(cases) + "---:|---:|"]
     head = next(c for c in cases if c["name"] == headline_case(result))
     for name, c in result["contenders"].items():
         acc = c["accuracy_vs_pytorch_fp32"]
-        lines.append(f"| {name} | {c['file_mb']:.1f} | {c['peak_rss_mb']:.0f} | " +
+        lines.append(f"| {name} | {recipe(result, name)} | {accuracy_cell(acc)} | "
+                     f"{c['file_mb']:.1f} | {c['peak_rss_mb']:.0f} | " +
                      " | ".join(f"{c['latency_ms'][x['name']]['p50']:.1f}" for x in cases) +
-                     f" | {tokens_per_s(result, name, head):.0f} | " +
-                     (f"{acc['cosine_min']:.4f} / {acc['cosine_mean']:.4f}" if "cosine_min" in acc
-                      else f"{acc.get('top1_agreement', float('nan')):.3f}") +
-                     f" | {acc.get('max_abs_diff', float('nan')):.2e} |")
+                     f" | {tokens_per_s(result, name, head):.0f} | "
+                     f"{acc.get('max_abs_diff', float('nan')):.2e} |")
     for k, v in result["missing"].items():
         lines.append(f"| {k} | missing: {v} |")
     lines += ["", "Cold start (process start to first answer):", ""]
@@ -103,7 +134,16 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{t.get('judged_rows', '?')} rows ({t.get('near_ties', 0)} near ties)"
                          + (f", top-5 overlap {t['topk_overlap']:.3f}, score error "
                             f"{t['score_error']:.4f}" if "topk_overlap" in t else "")
-                         + (f": rejected, {t['rejected']}" if t.get("rejected") else ": kept"))
+                         + (f", min cosine {t['cosine_min']:.4f}" if "cosine_min" in t else "")
+                         + (f", {t['fp32_matmuls']} fp32 MatMul(s)" if t.get("fp32_matmuls")
+                            else "")
+                         + (f", {np.median(t['ms']):.1f} ms" if "ms" in t else "")
+                         + (f": rejected, {t['rejected']}" if t.get("rejected") else
+                            f": superseded, {t['superseded']}" if t.get("superseded") else
+                            ": passed"))
+        chosen_by = export["parity"].get("int8_gate", {}).get("chosen_by")
+        if chosen_by:
+            lines.append(f"- int8 chosen: {chosen_by}")
     ceil = result["ceiling"]
     lines += ["", f"Machine ceiling (onnxruntime GEMM 1024^3): fp32 {ceil['fp32_gflops']:.1f} "
               f"GFLOP/s, int8 {ceil['int8_gops']:.1f} GOP/s."]
