@@ -1,5 +1,6 @@
 """The Lambda Runtime API, emulated on loopback: hands out events to a runtime interface
-client (awslambdaric, as the image runs it), collects responses and errors, and notes when
+client (awslambdaric, as the image runs it), answers SnapStart's /runtime/restore/next and
+collects /runtime/restore/error (and init errors) with the rest, and notes when
 each arrived, so that a cold start is timed the way Lambda sees it: process start to the
 first response posted back. The tests drive the handler through it too."""
 from __future__ import annotations
@@ -20,12 +21,21 @@ class RuntimeApi:
         self.answered_at: dict[str, float] = {}
         self.first_poll: float | None = None  # the client's first GET: its init is over
         self.errors: list[dict] = []
+        self.calls: list[str] = []  # every request's method and path, in order
+        self.restored = threading.Event()  # SnapStart: the client asked /restore/next
         self.done = threading.Event()
         self.answered = threading.Event()
         api = self
 
         class H(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                api.calls.append(f"GET {self.path}")
+                if self.path.endswith("/runtime/restore/next"):  # SnapStart: hooks ran, the
+                    api.restored.set()  # snapshot is taken here; the answer is the restore
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if api.first_poll is None:
                     api.first_poll = time.perf_counter()
                 if not api.pending:
@@ -49,6 +59,7 @@ class RuntimeApi:
                 self.wfile.write(data)
 
             def do_POST(self) -> None:
+                api.calls.append(f"POST {self.path}")
                 at = time.perf_counter()
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 parts = self.path.strip("/").split("/")

@@ -262,6 +262,7 @@ class Handler:
     def __init__(self, service: Service, settings: Settings) -> None:
         self.service, self.settings = service, settings
         self.first = True  # the first request's time completes the cold start's figures
+        self.restored_at: float | None = None  # set by the SnapStart after-restore hook
         self.apps = {"rest": build_app(service, settings, APIGatewayRestResolver),
                      "http": build_app(service, settings, APIGatewayHttpResolver),
                      "url": build_app(service, settings, LambdaFunctionUrlResolver)}
@@ -279,8 +280,11 @@ class Handler:
                     self.apps[kind].resolve(event, context)
                 if self.first:
                     self.first = False
+                    since = {"ms_since_restore": round((t0 - self.restored_at) * 1000, 1)} \
+                        if self.restored_at is not None else {}
                     logger.info("first request", extra={
-                        "first_request_ms": round((time.perf_counter() - t0) * 1000, 1)})
+                        "first_request_ms": round((time.perf_counter() - t0) * 1000, 1),
+                        **since})
                 return answer
             except FATAL:
                 raise

@@ -17,9 +17,11 @@ _SETTINGS = Settings.from_env()
 _LOADING = start_loading(_SETTINGS)  # numpy, onnxruntime, the bundle: from here, on a thread
 
 from .app import logger, make_handler, metrics  # noqa: E402  (beside the load)
+from .snapstart import register  # noqa: E402
 
 _HANDLER = make_handler(_SETTINGS, imports_ms=(time.perf_counter() - _STARTED) * 1000,
                         loading=_LOADING)
+register(_HANDLER)  # SnapStart: warm before the snapshot, reseed and log after a restore
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)

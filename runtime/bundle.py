@@ -79,6 +79,23 @@ class Bundle:
             return bound_run(self.session, feed, self.provider)
         return list(self.session.run(None, feed))
 
+    def warm_up(self, lengths: tuple[int, ...] = (8, 64, 256)) -> dict[str, float]:
+        """One forward pass per sequence length (a <mask> mid-row where the vocabulary has
+        one), so that the first request after a snapshot restore finds onnxruntime's buffers
+        allocated and the weights read; returns ms per length."""
+        import time
+
+        rank = len(self.session.get_inputs()[0].shape)
+        out = {}
+        for n in lengths:
+            ids = np.full((1,) * (rank - 1) + (n,), self.pad_id, dtype=np.int64)
+            if "mask" in self.specials:
+                ids[..., n // 2] = self.specials["mask"]
+            t0 = time.perf_counter()
+            self.run(ids, np.ones_like(ids))
+            out[str(n)] = round((time.perf_counter() - t0) * 1000, 1)
+        return out
+
     def run_rows(self, rows: list[list[int]], batch_size: int,
                  layout: str = "token") -> list[list[np.ndarray]]:
         """Forward many rows: sorted by length so padding stays small, cut into batches,

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -748,3 +749,63 @@ def test_the_image_layout_runs_compiled_code_on_a_bundle_verified_at_build(embed
     where, timings = json.loads(ran.stdout.strip().splitlines()[-1])
     assert Path(where).is_relative_to(task) and "verify_marker" in timings
     assert not (tmp_path / "sandbox-tmp" / "xlmr-verified").exists()  # nothing hashed here
+
+
+def _snap_start(bundle: Path, handler_path: str, events: list[dict]) -> tuple[Any, Any, str]:
+    """awslambdaric in SnapStart mode on a fake Runtime API: (api, exit code, output)."""
+    from benchmarks.runtime_api import RuntimeApi
+
+    api = RuntimeApi(events)
+    env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(bundle),
+           "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
+           "POWERTOOLS_METRICS_NAMESPACE": "test", "PYTHONPATH": str(ROOT),
+           "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}
+    proc = subprocess.Popen([sys.executable, "-m", "awslambdaric", handler_path], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (
+                api.done.is_set() and len(api.responses) >= len(events)):
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    api.close()
+    return api, proc.returncode, out
+
+
+def test_snapstart_lifecycle_under_awslambdaric(embed_bundle, handlers):
+    """The way Lambda runs a SnapStart function: init, the before-snapshot hook (the bundle
+    warmed), GET /runtime/restore/next (the snapshot, then the restore), the after-restore
+    hook, then invocations, answered as without SnapStart."""
+    pytest.importorskip("awslambdaric")
+    embed = rest_event("POST", "/embed", json.dumps({"inputs": ["héllo", "wörld"]}))
+    api, _, out = _snap_start(embed_bundle, "xlmr_serverless.aws_lambda.handler.handler",
+                              [dict(embed, _id="r1"), dict(http_event("GET", "/health", None),
+                                                           _id="r2")])
+    assert not api.errors, api.errors
+    restore = api.calls.index("GET /2018-06-01/runtime/restore/next")
+    first_next = next(i for i, c in enumerate(api.calls) if c.endswith("/invocation/next"))
+    assert restore < first_next  # the snapshot came before any request
+    logs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    messages = [x.get("message") for x in logs]
+    assert messages.index("bundle loaded") < messages.index("snapshot ready") \
+        < messages.index("restored from snapshot") < messages.index("first request")
+    ready = next(x for x in logs if x.get("message") == "snapshot ready")
+    assert set(ready["warm_up_ms"]) == {"8", "64", "256"}  # a forward pass per length
+    first = next(x for x in logs if x.get("message") == "first request")
+    assert first["ms_since_restore"] >= 0  # the first request knows it followed a restore
+    assert json.loads(api.responses["r1"]["body"]) == call(handlers("feature-extraction"),
+                                                           embed)[1]
+    assert api.responses["r2"]["statusCode"] == 200
+
+
+def test_an_after_restore_failure_is_reported_not_swallowed(embed_bundle):
+    pytest.importorskip("awslambdaric")
+    api, code, out = _snap_start(embed_bundle, "tests.failing_restore.handler",
+                                 [dict(http_event("GET", "/health", None), _id="r1")])
+    assert code == 65, out[-2000:]  # awslambdaric's exit after reporting a restore error
+    posted = [e for e in api.errors if e["path"].endswith("/runtime/restore/error")]
+    assert posted and "planted after-restore failure" in posted[0]["body"]
+    assert not api.responses  # no request was answered by the failed copy
