@@ -17,9 +17,9 @@ CHOICES = {
     "iam": {"AuthType": "AWS_IAM", "EnableRestApi": "true", "RestApiKeys": "true",
             "ModelBucket": "models", "ReservedConcurrency": "5"},
     "jwt": {"AuthType": "JWT", "JwtIssuer": "https://issuer.example", "JwtAudience": "client-1",
-            "ProvisionedConcurrency": "2"},
+            "ProvisionedConcurrency": "2", "SnapStart": "false"},
     "open": {"AuthType": "NONE", "EnableRestApi": "true", "ModelBucket": "models",
-             "ModelPrefix": "team/v1", "EphemeralStorageMB": "4096"},
+             "ModelPrefix": "team/v1", "EphemeralStorageMB": "4096", "SnapStart": "false"},
 }
 TRANSFORM = """
 import json, sys
@@ -146,7 +146,7 @@ def test_function_limits_logs_storage_and_s3_policy(rendered):
     fn = iam["InferenceFunction"]["Properties"]
     assert fn["ReservedConcurrentExecutions"] == "5"
     assert "ReservedConcurrentExecutions" not in open_["InferenceFunction"]["Properties"]
-    assert fn["EphemeralStorage"] == {"Size": "2048"}
+    assert fn["EphemeralStorage"] == {"Size": "512"}  # SnapStart's most
     assert open_["InferenceFunction"]["Properties"]["EphemeralStorage"] == {"Size": "4096"}
     assert fn["LoggingConfig"]["LogGroup"] == {"Ref": "FunctionLogGroup"}
     assert iam["FunctionLogGroup"]["Properties"]["RetentionInDays"] == "30"
@@ -217,14 +217,23 @@ def test_rules_refuse_what_cannot_deploy():
         "RestApiHasNoJwt"]
 
 
-def test_the_image_function_has_no_snapstart(rendered):
-    """Lambda SnapStart serves zip functions on managed runtimes only, not container images
-    (AWS Lambda Developer Guide, SnapStart's supported features): the image function may not
-    carry it under any condition."""
-    functions = [res["Properties"] for resources in rendered.values()
-                 for res in resources.values()
-                 if isinstance(res, dict) and res.get("Type") == "AWS::Lambda::Function"]
-    assert functions and all(f["PackageType"] == "Image" for f in functions)
-    for name, res in template_as_written()["Resources"].items():  # every condition's branch
-        if res["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
-            assert "SnapStart" not in json.dumps(res["Properties"]), name
+def test_snapstart_is_on_by_default_and_refuses_what_it_excludes(rendered):
+    """SnapStart (AWS Lambda Developer Guide, "Improving startup performance with Lambda
+    SnapStart": Python 3.12+ base images, published versions only; no provisioned
+    concurrency, EFS, or ephemeral storage over 512 MB) on the image function by default;
+    off where asked; the combinations it excludes refused before anything deploys."""
+    def function(resources):
+        return next(v["Properties"] for v in resources.values()
+                    if isinstance(v, dict) and v.get("Type") == "AWS::Lambda::Function")
+
+    assert function(rendered["iam"])["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert function(rendered["iam"])["PackageType"] == "Image"
+    for off in ("jwt", "open"):
+        assert "SnapStart" not in function(rendered[off]), off
+    template = template_as_written()
+    assert template["Parameters"]["SnapStart"]["Default"] == "true"
+    assert rules_broken(template, {"ProvisionedConcurrency": "1"}) == [
+        "SnapStartTakesNoProvisionedConcurrency"]
+    assert rules_broken(template, {"EphemeralStorageMB": "1024"}) == ["SnapStartTakes512MBOfTmp"]
+    assert rules_broken(template, {"ProvisionedConcurrency": "1", "EphemeralStorageMB": "1024",
+                                   "SnapStart": "false"}) == []
