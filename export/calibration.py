@@ -109,19 +109,24 @@ def channel_absmax(model: Path, feeds: list[dict[str, Any]],
         probe.unlink(missing_ok=True)
 
 
-def output_error(reference: list[list[np.ndarray]], path: Path,
+def outputs(path: Path, feeds: list[dict[str, Any]]) -> list[list[np.ndarray]]:
+    """A file's outputs on every feed, from one session."""
+    sess = validate.onnx_session(path)
+    return [validate.run_onnx(sess, feed) for feed in feeds]
+
+
+def output_error(reference: list[list[np.ndarray]], got: list[list[np.ndarray]],
                  feeds: list[dict[str, Any]]) -> float:
     """A file's output error against the reference outputs: the relative L2 error of each
     input row (a sentence, over its real positions), averaged, so that a short sentence
     weighs as much as a long one. One continuous figure for every task, which ranks recipes
     and nodes where the gate's own measure (top-1, share of sentences) moves in steps."""
-    sess = validate.onnx_session(path)
     errors: list[float] = []
-    for ref, feed in zip(reference, feeds):
+    for ref, out, feed in zip(reference, got, feeds):
         mask = feed["attention_mask"].reshape(-1, feed["attention_mask"].shape[-1])
         err = np.zeros(len(mask))
         norm = np.zeros(len(mask))
-        for r, g in zip(ref, validate.run_onnx(sess, feed)):
+        for r, g in zip(ref, out):
             r, g = r.astype(np.float64), g.astype(np.float64)
             if r.shape[0] != len(mask):  # not per input row (mask rows, spans): one row each
                 errors.append(float(np.linalg.norm(g - r)) / max(float(np.linalg.norm(r)), 1e-12))

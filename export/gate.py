@@ -108,12 +108,14 @@ class Int8Search:
         extra = self.write(recipe, path)
         cmp = judge(lambda feed: self.judged[id(feed)], path, self.job.feeds, self.job.spec)
         rejected = cmp.verdict(self.job.min_agreement, self.job.spec.parity)
+        calibrated = calibration.outputs(path, self.job.calibration)  # one run, two uses
         if rejected is None and self.job.calibration:
-            by_feed = {id(f): out for f, out in zip(self.job.calibration, self.calibrated)}
-            also = judge(lambda feed: by_feed[id(feed)], path, self.job.calibration,
-                         self.job.spec).verdict(self.job.min_agreement, self.job.spec.parity)
-            rejected = f"on the calibration text, {also}" if also else None
-        error = calibration.output_error(self.calibrated, path, self.job.calibration)
+            also = validate.Comparison()
+            for ref, got, feed in zip(self.calibrated, calibrated, self.job.calibration):
+                validate.compare(ref, got, feed, self.job.spec, also)
+            reason = also.verdict(self.job.min_agreement, self.job.spec.parity)
+            rejected = f"on the calibration text, {reason}" if reason else None
+        error = calibration.output_error(self.calibrated, calibrated, self.job.calibration)
         record = {"recipe": recipe.name, **extra, **cmp.as_dict(),
                   "calibration_error": round(error, 5),
                   **({"rejected": rejected} if rejected else {})}
@@ -135,7 +137,9 @@ class Int8Search:
 
         def error_without(excluded: list[str]) -> float:
             self.write(dataclasses.replace(base, fp32_nodes=tuple(excluded)), probe, tables=False)
-            return calibration.output_error(self.calibrated, probe, self.job.calibration)
+            return calibration.output_error(self.calibrated,
+                                            calibration.outputs(probe, self.job.calibration),
+                                            self.job.calibration)
 
         nodes = sensitivity.units(load_graph(self.source(base.smooth)))
         self.job.log(f"      sensitivity pass: {len(nodes)} node(s), each kept fp32 in turn "

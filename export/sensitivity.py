@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import onnx
@@ -78,8 +77,3 @@ def shortest_passing(n: int, passes: Callable[[int], bool]) -> int | None:
             low = mid
     return high
 
-
-def nodes_of(path: Path) -> list[str]:
-    from .external import load_graph
-
-    return units(load_graph(path))
