@@ -2,7 +2,9 @@
 time and the growth of its peak RSS (the kernel's high-water mark, reset before the request
 through /proc/self/clear_refs), and the bounds every answer must stay within on the tiny test
 bundles. The bounds catch a request that runs away; the goals themselves (1 s) are measured
-by benchmarks.soak, not asserted on a shared CI machine."""
+by benchmarks.soak, not asserted on a shared CI machine. Time is bounded as the process's CPU
+time (every thread's), which a runaway request spends and a busy neighbour does not; wall time
+has a looser bound that catches a request that hangs."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-TIME_BOUND_S = 2.0  # wall time of one request on a tiny bundle (the goal: 1 s, benchmarked)
+CPU_BOUND_S = 2.0  # CPU time of one request on a tiny bundle (the goal: 1 s wall, benchmarked)
+WALL_BOUND_S = 10.0  # wall time: the test suites share two cores, so only a hang is caught
 RSS_BOUND_MB = 100.0  # growth of the process's peak RSS during one request
 RESPONSE_LIMIT = 6_000_000  # Lambda's synchronous response limit
 
@@ -18,10 +21,12 @@ RESPONSE_LIMIT = 6_000_000  # Lambda's synchronous response limit
 @dataclasses.dataclass(frozen=True)
 class Cost:
     wall_s: float
+    cpu_s: float
     rss_growth_mb: float
 
     def within_bounds(self) -> bool:
-        return self.wall_s < TIME_BOUND_S and self.rss_growth_mb < RSS_BOUND_MB
+        return self.cpu_s < CPU_BOUND_S and self.wall_s < WALL_BOUND_S \
+            and self.rss_growth_mb < RSS_BOUND_MB
 
 
 def _status_kb(field: str) -> int:
@@ -30,14 +35,14 @@ def _status_kb(field: str) -> int:
 
 
 def measured(fn: Callable[[], Any]) -> tuple[Any, Cost]:
-    """fn()'s result and what it cost: wall time, and how far the peak RSS rose above the RSS
-    it started from."""
+    """fn()'s result and what it cost: wall and CPU time, and how far the peak RSS rose above
+    the RSS it started from."""
     Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from now
     before = _status_kb("VmRSS")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = fn()
-    wall = time.perf_counter() - t0
-    return result, Cost(wall, (_status_kb("VmHWM") - before) / 1024)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return result, Cost(wall, cpu, (_status_kb("VmHWM") - before) / 1024)
 
 
 def response_size(res: Any) -> int:
