@@ -24,6 +24,8 @@ class Settings:
     verify: bool
     batch_size: int
     io_binding: bool | None = None  # None: on for CUDA, off on CPU
+    # SnapStart: sequence lengths of the forward passes run before the snapshot (lambda/snapstart.py)
+    warm_up_lengths: tuple[int, ...] = (8, 64, 256)
     # what one request may cost (runtime/budget.py; docs/limits.md says why each default)
     max_input_chars: int = 200_000
     max_tokens: int = 2048
@@ -52,6 +54,8 @@ class Settings:
             verify=e.get("VERIFY_BUNDLE", "true").lower() == "true",
             batch_size=int(e.get("BATCH_SIZE", 16)),
             io_binding=auto_flag("XLMR_IO_BINDING", e.get("XLMR_IO_BINDING", "auto")),
+            warm_up_lengths=lengths("XLMR_WARM_UP", e["XLMR_WARM_UP"]) if "XLMR_WARM_UP" in e
+            else cls.warm_up_lengths,  # the field's default
             **{name: int(e[var]) for name, var in BUDGET_VARIABLES.items() if e.get(var)},
         )
 
@@ -61,6 +65,21 @@ BUDGET_VARIABLES = {"max_input_chars": "MAX_INPUT_CHARS", "max_tokens": "MAX_TOK
                     "max_output_values": "MAX_OUTPUT_VALUES", "max_top_k": "MAX_TOP_K",
                     "max_template_chars": "MAX_TEMPLATE_CHARS",
                     "max_response_bytes": "MAX_RESPONSE_BYTES"}
+
+
+def lengths(name: str, value: str) -> tuple[int, ...]:
+    """'8,64,256' -> (8, 64, 256); 'none' or empty -> () (no warm-up); anything else an error."""
+    v = value.strip().lower()
+    if v in ("", "none"):
+        return ()
+    try:
+        out = tuple(int(x) for x in v.split(","))
+    except ValueError:
+        out = ()
+    if not out or min(out) < 1:
+        raise ValueError(f"{name} must be sequence lengths such as 8,64,256, or none; "
+                         f"got {value!r}")
+    return out
 
 
 def auto_flag(name: str, value: str) -> bool | None:

@@ -27,7 +27,8 @@ def register(handler: Handler) -> bool:
     snapshot: dict[str, float] = {}
 
     def before_snapshot() -> None:
-        warm = handler.service.ready().bundle.warm_up()  # a load failure fails the publish
+        # a load failure fails the publish
+        warm = handler.service.ready().bundle.warm_up(handler.settings.warm_up_lengths)
         snapshot["at"] = time.time()
         logger.info("snapshot ready", extra={"warm_up_ms": warm})
 

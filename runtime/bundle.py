@@ -87,7 +87,7 @@ class Bundle:
 
         rank = len(self.session.get_inputs()[0].shape)
         out = {}
-        for n in lengths:
+        for n in sorted({min(n, self.manifest.max_length) for n in lengths}):
             ids = np.full((1,) * (rank - 1) + (n,), self.pad_id, dtype=np.int64)
             if "mask" in self.specials:
                 ids[..., n // 2] = self.specials["mask"]

@@ -180,6 +180,23 @@ def test_io_binding_setting():
         Settings.from_env({"XLMR_IO_BINDING": "yes please"})
 
 
+def test_warm_up_setting(embed_bundle):
+    from xlmr_serverless.aws_lambda.config import Settings
+    from xlmr_serverless.runtime import load
+
+    assert Settings.from_env({}).warm_up_lengths == (8, 64, 256)
+    assert Settings.from_env({"XLMR_WARM_UP": "16, 512"}).warm_up_lengths == (16, 512)
+    assert Settings.from_env({"XLMR_WARM_UP": "none"}).warm_up_lengths == ()
+    for bad in ("8,-1", "eight", "8,,64"):
+        with pytest.raises(ValueError, match="XLMR_WARM_UP must be sequence lengths"):
+            Settings.from_env({"XLMR_WARM_UP": bad})
+    bundle = load(embed_bundle).bundle
+    longest = bundle.manifest.max_length
+    # lengths past the model's positions run at its longest, once
+    assert list(bundle.warm_up((8, longest + 100, longest * 2))) == ["8", str(longest)]
+    assert bundle.warm_up(()) == {}
+
+
 @pytest.mark.parametrize("begun", [False, True], ids=["loaded-in-place", "begun-before-imports"])
 def test_a_bundle_that_fails_to_load_answers_clearly(tmp_path, capfd, begun):
     """The log says why; the caller gets "model unavailable" and the request id, no path;
@@ -799,6 +816,20 @@ def test_snapstart_lifecycle_under_awslambdaric(embed_bundle, handlers):
     assert json.loads(api.responses["r1"]["body"]) == call(handlers("feature-extraction"),
                                                            embed)[1]
     assert api.responses["r2"]["statusCode"] == 200
+
+
+def test_a_bundle_that_fails_to_load_fails_the_publish(tmp_path):
+    """Under SnapStart a load failure is a before-snapshot error: reported as an init error
+    (the version's publish fails) and no snapshot is taken, rather than a snapshot of a
+    function that answers 503 to every request."""
+    pytest.importorskip("awslambdaric")
+    api, code, out = _snap_start(tmp_path / "no-bundle-here", "xlmr_serverless.aws_lambda.handler.handler",
+                                 [dict(http_event("GET", "/health", None), _id="r1")])
+    assert code == 64, out[-2000:]  # awslambdaric's exit after a before-snapshot error
+    posted = [e for e in api.errors if e["path"].endswith("/runtime/init/error")]
+    assert posted and "model unavailable" in posted[0]["body"]
+    assert not any(c.endswith("/restore/next") for c in api.calls)  # no snapshot
+    assert not api.responses
 
 
 def test_an_after_restore_failure_is_reported_not_swallowed(embed_bundle):
