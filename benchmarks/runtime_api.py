@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 
 class RuntimeApi:
@@ -23,6 +24,8 @@ class RuntimeApi:
         self.errors: list[dict] = []
         self.calls: list[str] = []  # every request's method and path, in order
         self.restored = threading.Event()  # SnapStart: the client asked /restore/next
+        self.restored_at: float | None = None  # when the restore was answered
+        self.on_snapshot: Callable[[], None] | None = None  # runs when the snapshot is due
         self.done = threading.Event()
         self.answered = threading.Event()
         api = self
@@ -31,7 +34,10 @@ class RuntimeApi:
             def do_GET(self) -> None:
                 api.calls.append(f"GET {self.path}")
                 if self.path.endswith("/runtime/restore/next"):  # SnapStart: hooks ran, the
-                    api.restored.set()  # snapshot is taken here; the answer is the restore
+                    if api.on_snapshot is not None:  # snapshot is taken here; the answer is
+                        api.on_snapshot()  # the restore
+                    api.restored.set()
+                    api.restored_at = time.perf_counter()
                     self.send_response(200)
                     self.send_header("Content-Length", "0")
                     self.end_headers()

@@ -292,6 +292,17 @@ class Handler:
                 # what passes every `except Exception` (pyo3's PanicException from tokenizers)
                 return failure(exc, request_id, event)
 
+    def rehearse(self, event: dict[str, Any]) -> Any:
+        """Answer `event` as a request, but not as the first one and with no metrics: what
+        SnapStart's before-snapshot hook runs, so that whatever a first request would build
+        lazily (caches, imports, the resolver) is built before the snapshot."""
+        first, self.first = self.first, False
+        try:
+            return self(event, None)
+        finally:
+            self.first = first
+            metrics.clear_metrics()
+
     def direct(self, event: dict[str, Any], context: Any) -> Any:
         try:
             result = self.service.predict(event)

@@ -811,6 +811,12 @@ def test_snapstart_lifecycle_under_awslambdaric(embed_bundle, handlers):
         < messages.index("restored from snapshot") < messages.index("first request")
     ready = next(x for x in logs if x.get("message") == "snapshot ready")
     assert set(ready["warm_up_ms"]) == {"8", "64", "256"}  # a forward pass per length
+    assert ready["sample_status"] == 200  # and the task's sample through the whole handler
+    assert ready["memory_mb"]["released"]["rss"] > 0 and ready["released_by"] != "none"
+    answered = [x for x in logs if x.get("message") == "answered"]
+    assert len(answered) == 2  # the rehearsal, then the request (/health logs no answer)
+    emf = [x for x in logs if "_aws" in x and "LatencyMs" in x]
+    assert len(emf) == 1 and len(emf[0]["LatencyMs"]) == 1  # r1 alone, not the rehearsal
     first = next(x for x in logs if x.get("message") == "first request")
     assert first["ms_since_restore"] >= 0  # the first request knows it followed a restore
     assert json.loads(api.responses["r1"]["body"]) == call(handlers("feature-extraction"),
