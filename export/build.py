@@ -25,7 +25,7 @@ from ..runtime.manifest import (
     write_manifest,
 )
 from ..runtime.tasks.spec import INPUT_NAMES, TaskSpec
-from . import calibration, gate, models, onnx_export, optimize, validate, writers
+from . import calibration, gate, job, models, onnx_export, optimize, validate, writers
 from .errors import ExportError, ToleranceError
 from .preflight import preflight
 from .tokenizer import save_tokenizer
@@ -206,7 +206,7 @@ class Reference:
         return self.cache[id(feed)]
 
     def judge(self, path: Path) -> validate.Comparison:
-        return writers.judge(self.outputs, path, self.feeds, self.source.spec)
+        return job.judge(self.outputs, path, self.feeds, self.source.spec)
 
 
 def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: ExportOptions,
@@ -348,7 +348,7 @@ def choose_graph(precision: str, graphs: dict[str, Path], ref: Reference, opts: 
     files = {}
     for kind, src in graphs.items():
         dst = work / f"probe.{kind}.{precision}.onnx"
-        writers.writer_for(entry)(writers.WriteJob(
+        writers.writer_for(entry)(job.WriteJob(
             src, dst, opts.external_data, ref.source.spec, ref.source.config, ref.feeds,
             0.0, lambda line: None, opts.table_bits))
         files[kind] = dst
@@ -385,12 +385,12 @@ def write_precision(precision: str, graphs: dict[str, Path], out: Path, ref: Ref
     elif "not_timed" in t:
         steps.log(f"      {kind} graph, not timed: {t['not_timed']}")
     name = f"model.{precision}.onnx"
-    job = writers.WriteJob(fp32, out / name, opts.external_data, ref.source.spec,
-                           ref.source.config, ref.feeds, opts.min_agreement, steps.log,
-                           opts.table_bits, ref.calibration, ref.calibration_note,
-                           too_large_to_time(fp32))
+    write = job.WriteJob(fp32, out / name, opts.external_data, ref.source.spec,
+                         ref.source.config, ref.feeds, opts.min_agreement, steps.log,
+                         opts.table_bits, ref.calibration, ref.calibration_note,
+                         too_large_to_time(fp32))
     try:
-        result = writers.writer_for(registry.get(precision))(job)
+        result = writers.writer_for(registry.get(precision))(write)
     except ValueError as exc:
         if opts.external_data:
             raise

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import calibration, quantize, sensitivity, smoothing, validate
 from .errors import ExportError
-
-if TYPE_CHECKING:
-    from .writers import WriteJob
+from .job import WriteJob, judge
 
 
 def with_gate(job: WriteJob, precision: str, recipes: Sequence[Any],
@@ -21,8 +19,6 @@ def with_gate(job: WriteJob, precision: str, recipes: Sequence[Any],
     agrees with fp32 by the task's measure (top-1 on the rows fp32 can decide, top-k and
     scores for fill-mask, cosine for embeddings) at `job.min_agreement`, and every recipe
     tried with why it was rejected; an ExportError with the figures otherwise."""
-    from .writers import judge
-
     ref_sess = validate.onnx_session(job.fp32)  # fp32's outputs once, its session let go
     cache = {id(feed): validate.run_onnx(ref_sess, feed) for feed in job.feeds}
     del ref_sess
@@ -102,8 +98,6 @@ class Int8Search:
         the calibration feeds too (a recipe fitted there, such as a mixed-precision prefix
         that barely passes 16 sentences, must not fail the other text); score it on
         calibration."""
-        from .writers import judge
-
         path = self.work / f"int8.candidate{len(self.trials)}.onnx"
         extra = self.write(recipe, path)
         cmp = judge(lambda feed: self.judged[id(feed)], path, self.job.feeds, self.job.spec)

@@ -8,6 +8,9 @@ from ..runtime import precisions as registry
 from ..runtime import tasks
 from .errors import ExportError
 
+# the precisions whose files hold the word-embedding table quantized (export/table4.py)
+TABLE_BITS_PRECISIONS = frozenset({"int8", "int4"})
+
 
 def preflight(model: str | Path, task: str, precisions: tuple[str, ...],
               languages: tuple[str, ...] = (), table_bits: int = 8) -> None:
@@ -21,7 +24,7 @@ def preflight(model: str | Path, task: str, precisions: tuple[str, ...],
         raise ExportError(f"unknown precision {bad}; choose from {', '.join(registry.NAMES)}")
     if table_bits not in (8, 4):
         raise ExportError(f"--table-bits {table_bits}: the table is stored in 8 or 4 bits")
-    if table_bits == 4 and not {"int8", "int4"} & set(precisions):
+    if table_bits == 4 and not TABLE_BITS_PRECISIONS & set(precisions):
         raise ExportError("--table-bits 4 applies to the int8 and int4 files: export "
                           "--precision int8 or int4")
     if task != "auto" and task not in tasks.names():

@@ -1,6 +1,6 @@
-"""The precision registry: what each precision is, which provider it is for, how the runtime
-ranks it when choosing a bundle's file, and which export writer produces it. Adding a
-precision is one writer in export/ plus one line here."""
+"""The precision registry: what each precision is, which provider it is for and how the
+runtime ranks it when choosing a bundle's file. Adding a precision is one line here plus its
+writer, registered in export/writers.py's WRITERS."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +16,6 @@ class Precision:
     provider: str  # the execution provider it is meant for ("cpu" or "cuda")
     cpu_rank: int  # lower is preferred when the runtime picks a file for CPU
     cuda_rank: int  # ... and for CUDA
-    writer: str  # "module:function" in the export package that writes it
-    benchmarked: bool  # timed by `xlmr bench` where its provider is asked for
     summary: str
     # the fp32 graph its writer takes: "either" (fused kept unless clearly slower, timed at
     # export) or "unfused" (int4: MatMulNBits quantizes MatMul weights, and onnxruntime's
@@ -27,11 +25,11 @@ class Precision:
 
 # int8 kernels are CPU-only in onnxruntime, fp16 is the CUDA file; int4 (MatMulNBits) runs on both
 REGISTRY: dict[str, Precision] = {p.name: p for p in (
-    Precision("int8", "cpu", 0, 3, "writers:write_int8", True, "dynamic int8, accuracy-gated"),
-    Precision("fp32", "cpu", 1, 1, "writers:write_fp32", True, "the exported graph, fused"),
-    Precision("int4", "cpu", 2, 2, "writers:write_int4", False,
-              "weight-only 4-bit MatMulNBits, embedding int8, accuracy-gated", graph="unfused"),
-    Precision("fp16", "cuda", 3, 0, "writers:write_fp16", True, "fp16 weights and compute (CUDA)"),
+    Precision("int8", "cpu", 0, 3, "dynamic int8, accuracy-gated"),
+    Precision("fp32", "cpu", 1, 1, "the exported graph, fused"),
+    Precision("int4", "cpu", 2, 2, "weight-only 4-bit MatMulNBits, embedding int8, accuracy-gated",
+              graph="unfused"),
+    Precision("fp16", "cuda", 3, 0, "fp16 weights and compute (CUDA)"),
 )}
 
 NAMES = tuple(REGISTRY)

@@ -172,7 +172,7 @@ def test_the_gate_names_the_table_when_it_fails(bundle_factory, tmp_path):
     from types import SimpleNamespace
 
     from xlmr_serverless.export import ExportError, gate
-    from xlmr_serverless.export.writers import WriteJob
+    from xlmr_serverless.export.job import WriteJob
     from xlmr_serverless.runtime.tasks import task_spec
 
     fp32 = bundle_factory("text-classification") / "model.fp32.onnx"

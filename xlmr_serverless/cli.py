@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def precision_names() -> tuple[str, ...]:
+    """The precision registry's names (runtime/precisions.py), for the export's help."""
+    from xlmr_serverless.runtime.precisions import NAMES
+
+    return NAMES
+
+
 def _value(text: str) -> Any:
     """A parameter value: JSON when it parses (5, true, ["a"]), else the plain string."""
     try:
@@ -169,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the hub id, or the model folder's name)")
     e.add_argument("--output", required=True)
     e.add_argument("--precision", action="append", default=[],
-                   help="int8 (default), fp32, fp16, int4; repeat or comma-separate")
+                   help=f"{', '.join(precision_names())} (default int8); repeat or "
+                   "comma-separate")
     e.add_argument("--max-length", type=int)
     e.add_argument("--opset", type=int, default=17)
     e.add_argument("--no-optimize", action="store_true", help="skip onnxruntime's fusions")

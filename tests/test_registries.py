@@ -1,0 +1,34 @@
+"""Every list a registry implies is derived from it or held to it here: the export's
+writers, the benchmark's precisions, the CLI's help, the preflight's sets, the fuzzed tasks."""
+from __future__ import annotations
+
+from xlmr_serverless.runtime import precisions, tasks
+
+
+def test_every_precision_has_one_writer():
+    from xlmr_serverless.export.writers import WRITERS, writer_for
+
+    assert set(WRITERS) == set(precisions.REGISTRY)
+    for p in precisions.REGISTRY.values():
+        assert writer_for(p).__name__ == f"write_{p.name}"
+
+
+def test_derived_lists_name_only_registered_precisions(capsys):
+    import pytest
+
+    from benchmarks.harness import BENCHMARKED
+    from xlmr_serverless.cli import build_parser
+    from xlmr_serverless.export.preflight import TABLE_BITS_PRECISIONS
+
+    assert set(BENCHMARKED) <= set(precisions.REGISTRY)
+    assert TABLE_BITS_PRECISIONS <= set(precisions.REGISTRY)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"--precision PRECISION {', '.join(precisions.NAMES)} (default int8)" in help_text
+
+
+def test_the_fuzz_and_hostile_tests_cover_every_task():
+    from tests.test_fuzz import TASKS
+
+    assert set(TASKS) == set(tasks.names())
