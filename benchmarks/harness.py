@@ -156,7 +156,7 @@ def cold_start(kind: str, bundle: Path, model: str, task: str, text: Any) -> dic
                             "from benchmarks.worker import peak_rss_mb\n"
                             "sys.stderr.write('PEAK %f\\nANSWERED %.6f\\n' % (peak_rss_mb(), ANSWERED))")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-           "BUNDLE_DIR": str(bundle), "POWERTOOLS_METRICS_NAMESPACE": "bench"}
+           "XLMR_BUNDLE_DIR": str(bundle), "POWERTOOLS_METRICS_NAMESPACE": "bench"}
     # Lambda gives a ~1,769 MB function one vCPU: the same cold start pinned to one core
     pin = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] \
         if kind.endswith("_1vcpu") and shutil.which("taskset") else []

@@ -46,7 +46,7 @@ def one_start(python: Path, task: Path, bundle: Path, cpus: int,
     api = RuntimeApi([dict(event, _id="first")])
     sandbox_tmp = Path(tempfile.mkdtemp(prefix="xlmr-sandbox-"))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(task),
-           "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(bundle),
+           "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(bundle), "XLMR_BUNDLE_DIR": str(bundle),
            "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008",
            "POWERTOOLS_METRICS_NAMESPACE": "bench", "TMPDIR": str(sandbox_tmp),
            "HOME": str(sandbox_tmp), "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}

@@ -23,7 +23,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from ..runtime import OverBudgetError
-from .config import Settings, lambda_safe_environment
+from .config import PREFIX, Settings, lambda_safe_environment
 from .loading import Loaded, load_pipeline
 from .openapi import openapi_document
 from .routes import ROUTES, Route, allowed_methods, route
@@ -323,4 +323,8 @@ def make_handler(settings: Settings, imports_ms: float | None = None,
     """The handler over the bundle `settings` name (already loading when `loading` is given)."""
     lambda_safe_environment()
     logging.getLogger("xlmr.runtime").setLevel(logging.INFO)
+    if settings.renamed:
+        logger.warning("settings read under their old names: rename them, the next release "
+                       "reads only the new ones", extra={
+                           "renamed": {old: PREFIX + old for old in settings.renamed}})
     return Handler(load_service(settings, imports_ms, loading), settings)

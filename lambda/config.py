@@ -4,25 +4,30 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 from ..runtime.budget import Budget
 from ..runtime.session import TELEMETRY_OFF
 
-DEFAULT_BUNDLE_DIR = "/opt/bundle"  # where lambda/Dockerfile copies the bundle
+PREFIX = "XLMR_"  # every variable this adapter reads starts with it
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    bundle_dir: Path
-    model_s3_uri: str | None
-    provider: str
-    precision: str | None
-    max_body_bytes: int
-    max_inputs: int
-    cors_origin: str | None
-    log_inputs: bool
-    verify: bool
-    batch_size: int
+    """What the served function is told by its environment; each field's default is the one
+    place its default is written."""
+
+    bundle_dir: Path = Path("/opt/bundle")  # where lambda/Dockerfile copies the bundle
+    model_s3_uri: str | None = None
+    provider: str = "auto"
+    precision: str | None = None
+    max_body_bytes: int = 1_000_000
+    max_inputs: int = 64
+    cors_origin: str | None = None
+    log_inputs: bool = False
+    # every file's sha256, once: at image build, S3 download or first load (runtime/verify.py)
+    verify: bool = True
+    batch_size: int = 16
     io_binding: bool | None = None  # None: on for CUDA, off on CPU
     # SnapStart: sequence lengths of the forward passes run before the snapshot (lambda/snapstart.py)
     warm_up_lengths: tuple[int, ...] = (8, 64, 256)
@@ -33,38 +38,82 @@ class Settings:
     max_top_k: int = 100
     max_template_chars: int = 500
     max_response_bytes: int = 6_000_000  # Lambda's synchronous response limit is 6 MB
+    renamed: tuple[str, ...] = ()  # variables read under their old, unprefixed names
 
     @property
     def budget(self) -> Budget:
-        return Budget(**{name: getattr(self, name) for name in BUDGET_VARIABLES})
+        return Budget(**{name: getattr(self, name) for name in BUDGET_FIELDS})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         e = dict(os.environ if env is None else env)
-        return cls(
-            bundle_dir=Path(e.get("BUNDLE_DIR", DEFAULT_BUNDLE_DIR)),
-            model_s3_uri=e.get("MODEL_S3_URI") or None,
-            provider=e.get("XLMR_PROVIDER", "auto"),
-            precision=e.get("XLMR_PRECISION") or None,
-            max_body_bytes=int(e.get("MAX_BODY_BYTES", 1_000_000)),
-            max_inputs=int(e.get("MAX_INPUTS", 64)),
-            cors_origin=e.get("CORS_ALLOW_ORIGIN") or None,
-            log_inputs=e.get("LOG_INPUTS", "false").lower() == "true",
-            # every file's sha256, once: at image build, S3 download or first load (runtime/verify.py)
-            verify=e.get("VERIFY_BUNDLE", "true").lower() == "true",
-            batch_size=int(e.get("BATCH_SIZE", 16)),
-            io_binding=auto_flag("XLMR_IO_BINDING", e.get("XLMR_IO_BINDING", "auto")),
-            warm_up_lengths=lengths("XLMR_WARM_UP", e["XLMR_WARM_UP"]) if "XLMR_WARM_UP" in e
-            else cls.warm_up_lengths,  # the field's default
-            **{name: int(e[var]) for name, var in BUDGET_VARIABLES.items() if e.get(var)},
-        )
+        values: dict[str, Any] = {}
+        renamed = []
+        for field, (name, parse) in VARIABLES.items():
+            var = PREFIX + name
+            if var not in e and name in UNPREFIXED and name in e:
+                e[var] = e[name]
+                renamed.append(name)
+            if var in e:
+                values[field] = parse(var, e[var])
+        return cls(**values, renamed=tuple(renamed))
 
 
-# each limit of the cost model and the variable that sets it (its default: the field's)
-BUDGET_VARIABLES = {"max_input_chars": "MAX_INPUT_CHARS", "max_tokens": "MAX_TOKENS",
-                    "max_output_values": "MAX_OUTPUT_VALUES", "max_top_k": "MAX_TOP_K",
-                    "max_template_chars": "MAX_TEMPLATE_CHARS",
-                    "max_response_bytes": "MAX_RESPONSE_BYTES"}
+def text(var: str, value: str) -> str:
+    return value
+
+
+def optional(var: str, value: str) -> str | None:
+    return value or None
+
+
+def integer(var: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{var} must be an integer, got {value!r}") from None
+
+
+def flag(var: str, value: str) -> bool:
+    """'true' (any case) -> True, anything else False."""
+    return value.strip().lower() == "true"
+
+
+def folder(var: str, value: str) -> Path:
+    return Path(value)
+
+
+BUDGET_FIELDS = ("max_input_chars", "max_tokens", "max_output_values", "max_top_k",
+                 "max_template_chars", "max_response_bytes")
+
+
+# each field's variable (after the prefix) and how its value is read
+VARIABLES: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "bundle_dir": ("BUNDLE_DIR", folder),
+    "model_s3_uri": ("MODEL_S3_URI", optional),
+    "provider": ("PROVIDER", text),
+    "precision": ("PRECISION", optional),
+    "max_body_bytes": ("MAX_BODY_BYTES", integer),
+    "max_inputs": ("MAX_INPUTS", integer),
+    "cors_origin": ("CORS_ALLOW_ORIGIN", optional),
+    "log_inputs": ("LOG_INPUTS", flag),
+    "verify": ("VERIFY_BUNDLE", flag),
+    "batch_size": ("BATCH_SIZE", integer),
+    "io_binding": ("IO_BINDING", lambda var, v: auto_flag(var, v)),
+    "warm_up_lengths": ("WARM_UP", lambda var, v: lengths(var, v)),
+    **{field: (field.upper(), integer) for field in BUDGET_FIELDS},
+}
+
+# the variables that were read without the prefix before it: still read under those names
+# (the prefixed name wins), with a warning at load, until the next release
+UNPREFIXED = frozenset({"BUNDLE_DIR", "MODEL_S3_URI", "MAX_BODY_BYTES", "MAX_INPUTS",
+                        "CORS_ALLOW_ORIGIN", "LOG_INPUTS", "VERIFY_BUNDLE", "BATCH_SIZE",
+                        *(field.upper() for field in BUDGET_FIELDS)})
+
+
+def variable(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return PREFIX + VARIABLES[field][0]
 
 
 def lengths(name: str, value: str) -> tuple[int, ...]:

@@ -83,8 +83,8 @@ OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error":
     "type": "object", "required": ["message", "type"],
     "properties": {"message": {"type": "string"}, "type": {"type": "string"}}}}}
 ERRORS = {"400": "bad JSON, an empty body or an empty input",
-          "413": "a body over MAX_BODY_BYTES, or a request over a cost limit (MAX_TOKENS, "
-                 "MAX_RESPONSE_BYTES)", "422": "a body the route cannot serve",
+          "413": "a body over XLMR_MAX_BODY_BYTES, or a request over a cost limit (XLMR_MAX_TOKENS, "
+                 "XLMR_MAX_RESPONSE_BYTES)", "422": "a body the route cannot serve",
           "500": "an internal error (the request id is in the message and the log)",
           "503": "the model is unavailable (it failed to load: the log says why)"}
 

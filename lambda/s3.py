@@ -23,7 +23,7 @@ from ..runtime.verify import mark_verified
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise BundleError(f"MODEL_S3_URI must look like s3://bucket/prefix/, got {uri!r}")
+        raise BundleError(f"XLMR_MODEL_S3_URI must look like s3://bucket/prefix/, got {uri!r}")
     bucket, _, prefix = uri[5:].partition("/")
     return bucket, prefix.rstrip("/")
 

@@ -108,7 +108,7 @@ def direction(body: dict[str, Any]) -> str:
 class Service:
     """The routes over one loaded pipeline (or the error that kept it from loading)."""
 
-    def __init__(self, pipe: Pipeline | None, max_inputs: int = 64,
+    def __init__(self, pipe: Pipeline | None, max_inputs: int,
                  load_error: BaseException | None = None) -> None:
         self.pipe, self.max_inputs, self.load_error = pipe, max_inputs, load_error
 
@@ -156,7 +156,7 @@ class Service:
         n = len(inputs) if isinstance(inputs, list) else 1
         if n > self.max_inputs:
             raise HttpError(422, "too_many_inputs",
-                            f"batch size must be at most {self.max_inputs} (MAX_INPUTS). "
+                            f"batch size must be at most {self.max_inputs} (XLMR_MAX_INPUTS). "
                             f"Given: {n}")
         return n
 

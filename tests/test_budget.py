@@ -24,7 +24,8 @@ def handler(bundle_factory):
     def make(task: str, **env: str):
         key = (task, tuple(sorted(env.items())))
         if key not in cache:
-            settings = dataclasses.replace(Settings.from_env(env), bundle_dir=bundle_factory(task))
+            settings = dataclasses.replace(Settings.from_env({f"XLMR_{k}": v for k, v in env.items()}),
+                                           bundle_dir=bundle_factory(task))
             cache[key] = make_handler(settings)
         return cache[key]
 

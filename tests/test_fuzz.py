@@ -94,7 +94,7 @@ def handlers(bundle_factory):
     from xlmr_serverless.aws_lambda.app import make_handler
     from xlmr_serverless.aws_lambda.config import Settings
 
-    return {t: make_handler(dataclasses.replace(Settings.from_env({"MAX_TOKENS": str(MAX_TOKENS)}),
+    return {t: make_handler(dataclasses.replace(Settings.from_env({"XLMR_MAX_TOKENS": str(MAX_TOKENS)}),
                                                 bundle_dir=bundle_factory(t))) for t in TASKS}
 
 

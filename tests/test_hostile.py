@@ -148,7 +148,7 @@ def test_a_native_panic_under_awslambdaric_is_answered_and_the_process_lives(bun
               dict({"inputs": "PANIC"}, _id="p3"),
               dict(http_event("GET", "/health", None, {}), _id="p4")]
     api = RuntimeApi(events)
-    env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(bundle),
+    env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "XLMR_BUNDLE_DIR": str(bundle),
            "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
            "POWERTOOLS_METRICS_NAMESPACE": "test", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "awslambdaric", "tests.panicking.handler"],

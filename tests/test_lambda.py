@@ -180,6 +180,48 @@ def test_io_binding_setting():
         Settings.from_env({"XLMR_IO_BINDING": "yes please"})
 
 
+def test_every_setting_has_the_prefix_and_old_names_still_read_with_a_warning(capfd):
+    from xlmr_serverless.aws_lambda.app import make_handler
+    from xlmr_serverless.aws_lambda.config import PREFIX, UNPREFIXED, VARIABLES, Settings, variable
+
+    assert all(variable(f).startswith(PREFIX) for f in VARIABLES)
+    new = Settings.from_env({"XLMR_MAX_TOKENS": "77", "XLMR_LOG_INPUTS": "TRUE",
+                             "XLMR_BUNDLE_DIR": "/b"})
+    assert (new.max_tokens, new.log_inputs, str(new.bundle_dir), new.renamed) == \
+        (77, True, "/b", ())
+    old = Settings.from_env({"MAX_TOKENS": "77", "LOG_INPUTS": "true", "BUNDLE_DIR": "/b",
+                             "XLMR_MAX_INPUTS": "5", "MAX_INPUTS": "9"})
+    assert (old.max_tokens, old.log_inputs, str(old.bundle_dir)) == (77, True, "/b")
+    assert old.max_inputs == 5  # the prefixed name wins
+    assert set(old.renamed) == {"MAX_TOKENS", "LOG_INPUTS", "BUNDLE_DIR"} <= UNPREFIXED
+    assert Settings.from_env({}) == Settings()  # the defaults are the fields'
+    with pytest.raises(ValueError, match="XLMR_MAX_TOKENS must be an integer"):
+        Settings.from_env({"MAX_TOKENS": "many"})
+    make_handler(old)  # no bundle at /b: the warning comes before the load's own error
+    logs = [json.loads(x) for x in capfd.readouterr().out.splitlines() if x.startswith("{")]
+    warned = next(x for x in logs if x.get("level") == "WARNING")
+    assert warned["renamed"]["MAX_TOKENS"] == "XLMR_MAX_TOKENS"
+
+
+def test_the_readme_settings_table_is_the_code():
+    """README's table names every variable with the field's default, and nothing else."""
+    from xlmr_serverless.aws_lambda.config import VARIABLES, Settings, variable
+
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+        if line.startswith("| `XLMR_"):
+            rows[cells[0]] = cells[1]
+    defaults = Settings()
+    expected = {}
+    for field in VARIABLES:
+        value = getattr(defaults, field)
+        expected[variable(field)] = "auto" if field == "io_binding" else "" if value is None \
+            else ",".join(map(str, value)) if isinstance(value, tuple) \
+            else str(value).lower() if isinstance(value, bool) else str(value)
+    assert rows == expected
+
+
 def test_warm_up_setting(embed_bundle):
     from xlmr_serverless.aws_lambda.config import Settings
     from xlmr_serverless.runtime import load
@@ -485,7 +527,7 @@ def test_awslambdaric_end_to_end(embed_bundle, handlers):
               dict({"inputs": "direct call"}, _id="r4")]
     api = RuntimeApi(events)
     env = {**os.environ, **image, "AWS_LAMBDA_RUNTIME_API": api.address,
-           "BUNDLE_DIR": str(embed_bundle), "AWS_LAMBDA_FUNCTION_NAME": "xlmr",
+           "XLMR_BUNDLE_DIR": str(embed_bundle), "AWS_LAMBDA_FUNCTION_NAME": "xlmr",
            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048", "POWERTOOLS_METRICS_NAMESPACE": "test",
            "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "awslambdaric",
@@ -533,7 +575,7 @@ def test_the_served_process_sends_no_onnxruntime_telemetry(embed_bundle, tmp_pat
                 "from xlmr_serverless.aws_lambda.handler import handler")  # loads the bundle
         subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=ROOT,
                        env={**env, "HOME": str(cache), "XDG_CACHE_HOME": str(cache),
-                            "BUNDLE_DIR": str(embed_bundle), "PYTHONPATH": str(ROOT),
+                            "XLMR_BUNDLE_DIR": str(embed_bundle), "PYTHONPATH": str(ROOT),
                             "POWERTOOLS_METRICS_NAMESPACE": "test"})
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*onnxruntime*"))
     assert not [p for p in written if p.startswith("handler")], written
@@ -569,7 +611,7 @@ def test_gpu_image_wsgi_app_serves_the_same_routes(embed_bundle, monkeypatch):
     import importlib
     import io
 
-    monkeypatch.setenv("BUNDLE_DIR", str(embed_bundle))
+    monkeypatch.setenv("XLMR_BUNDLE_DIR", str(embed_bundle))
     wsgi = importlib.import_module("xlmr_serverless.aws_lambda.wsgi").create_app()
     body = json.dumps({"inputs": ["hello"]}).encode()
     seen = {}
@@ -680,7 +722,7 @@ def test_a_bundle_verified_at_image_build_is_not_hashed_at_cold_start(embed_bund
 
 
 def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path, monkeypatch):
-    """On by default (VERIFY_BUNDLE): every file is hashed, beside the tokenizer and session
+    """On by default (XLMR_VERIFY_BUNDLE): every file is hashed, beside the tokenizer and session
     loads; a flipped byte is refused; a marker keyed by the manifest's digest spares a
     restarted process in the same sandbox the second hashing."""
     import shutil
@@ -773,7 +815,7 @@ def _snap_start(bundle: Path, handler_path: str, events: list[dict]) -> tuple[An
     from benchmarks.runtime_api import RuntimeApi
 
     api = RuntimeApi(events)
-    env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(bundle),
+    env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "XLMR_BUNDLE_DIR": str(bundle),
            "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
            "POWERTOOLS_METRICS_NAMESPACE": "test", "PYTHONPATH": str(ROOT),
            "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}

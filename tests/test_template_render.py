@@ -156,7 +156,7 @@ def test_function_limits_logs_storage_and_s3_policy(rendered):
     assert "${ModelBucket}/${ModelPrefix}/*" in open_policy
     assert "Policies" not in rendered["jwt"]["InferenceFunctionRole"]["Properties"] or \
         "s3:GetObject" not in json.dumps(rendered["jwt"]["InferenceFunctionRole"])
-    assert open_["InferenceFunction"]["Properties"]["Environment"]["Variables"]["MODEL_S3_URI"] \
+    assert open_["InferenceFunction"]["Properties"]["Environment"]["Variables"]["XLMR_MODEL_S3_URI"] \
         == {"Fn::Sub": "s3://${ModelBucket}/${ModelPrefix}/"}
 
 
