@@ -11,7 +11,7 @@ SnapStart), each in its own process, rounds alternating; the ISA named.
 What this cannot show: Lambda's restore itself (the snapshot's pages fetched from its cache
 on first touch), which only AWS can measure; the process here keeps its memory.
 
-    python -m benchmarks.snapstart BUNDLE [BUNDLE ...] [--rounds 3] [--cpus 2] [--out DIR]
+    python -m benchmarks.snapstart BUNDLE[@PRECISION] ... [--rounds 3] [--cpus 2] [--out DIR]
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def one_restore(python: Path, task: Path, bundle: Path, cpus: int, event: dict[s
     api = RuntimeApi(events)
     sandbox_tmp = Path(tempfile.mkdtemp(prefix="xlmr-sandbox-"))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(task),
-           "AWS_LAMBDA_RUNTIME_API": api.address, "BUNDLE_DIR": str(bundle),
+           "AWS_LAMBDA_RUNTIME_API": api.address, "XLMR_BUNDLE_DIR": str(bundle),
            "AWS_LAMBDA_FUNCTION_NAME": "xlmr", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008",
            "POWERTOOLS_METRICS_NAMESPACE": "bench", "TMPDIR": str(sandbox_tmp),
            "HOME": str(sandbox_tmp), "TOKENIZERS_PARALLELISM": "false",
@@ -90,25 +90,29 @@ def one_restore(python: Path, task: Path, bundle: Path, cpus: int, event: dict[s
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("bundles", nargs="+", type=Path)
+    ap.add_argument("bundles", nargs="+", help="bundle folders; @int4 picks that precision's file")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="folder for results.json")
     a = ap.parse_args(argv)
     python, task = layout(ROOT)
     env = image_env(ROOT)
+    bundles = {name: (Path(name.split("@")[0]).resolve(),
+                      {"XLMR_PRECISION": name.split("@")[1]} if "@" in name else {})
+               for name in a.bundles}
     if verifies_at_build(ROOT):
-        for b in a.bundles:
-            verify_at_build(python, task, b.resolve())
-    events = {b: sample_request(b) for b in a.bundles}
+        for b in {b for b, _ in bundles.values()}:
+            verify_at_build(python, task, b)
+    events = {name: sample_request(b) for name, (b, _) in bundles.items()}
     runs: dict[str, list[dict[str, Any]]] = {}
     for _ in range(a.rounds):
-        for b in a.bundles:
+        for name, (b, chosen) in bundles.items():
+            label = Path(name).name
             for mode, extra in MODES.items():
-                runs.setdefault(f"{b.name}|{mode}", []).append(
-                    one_restore(python, task, b.resolve(), a.cpus, events[b], {**env, **extra}))
-            runs.setdefault(f"{b.name}|no SnapStart", []).append(
-                one_start(python, task, b.resolve(), a.cpus, events[b], env))
+                runs.setdefault(f"{label}|{mode}", []).append(one_restore(
+                    python, task, b, a.cpus, events[name], {**env, **chosen, **extra}))
+            runs.setdefault(f"{label}|no SnapStart", []).append(
+                one_start(python, task, b, a.cpus, events[name], {**env, **chosen}))
     print(f"ISA {isa()} ({cpu_model()}); {a.cpus} vCPUs; {a.rounds} alternating rounds; "
           "awslambdaric in the image's layout; medians\n")
     print("| bundle | mode | first response after restore | warm request | ratio | "
