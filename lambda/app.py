@@ -24,10 +24,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from ..runtime import OverBudgetError
 from .config import PREFIX, Settings, lambda_safe_environment
+from .errors import FATAL, HttpError, error_body, error_response
 from .loading import Loaded, load_pipeline
-from .openapi import openapi_document
-from .routes import ROUTES, Route, allowed_methods, route
-from .service import HttpError, Service, convention, error_body, parse_json
+from .routes import ROUTES, Route, allowed_methods, conventions, route
+from .service import Reply, Service, parse_json
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -79,10 +79,6 @@ def decoded_body(event: Any) -> str | None:
     return body
 
 
-# what no request may turn into a 500: the process is being told to stop
-FATAL = (KeyboardInterrupt, SystemExit)
-
-
 def check_payload(body: str, limit: int) -> None:
     """The answer as Lambda carries it (the body a JSON string inside the response, its
     quotes and backslashes escaped again) within `limit`: the runtime bounded the body
@@ -96,12 +92,11 @@ def check_payload(body: str, limit: int) -> None:
 def failure(exc: BaseException, request_id: str, event: Any) -> dict[str, Any]:
     """The response to anything that escaped a request (a native library's panic included):
     logged with the request id, answered in the route's convention, the process kept."""
-    status, payload = error_body(exc, request_id)
+    r = event_route(event)
+    status, payload = error_body(exc, request_id, r.errors if r else "hf")
     if status >= 500:
         logger.exception("request failed", extra={"status": status, "request_id": request_id,
                                                   "error_class": type(exc).__name__})
-    r = event_route(event)
-    status, payload = convention(r.errors if r else "hf", status, payload)
     return error_response(status, payload)
 
 
@@ -130,34 +125,24 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
     app = resolver_cls(cors=cors)
 
     def view(r: Route) -> Callable[[], Response]:
-        if r.view == "health":
-            def health() -> Response:
-                h = service.health()
-                return Response(200 if h["status"] == "ok" else 503, "application/json",
-                                json.dumps(h))
-            return health
-        if r.view == "openapi":  # the document needs no model session
-            def openapi() -> Response:  # the served task's parameters, when it loaded
-                task = service.pipe.task if service.pipe is not None else None
-                return Response(200, "application/json", json.dumps(openapi_document(task)))
-            return openapi
-
         def answer() -> Response:
             request = parse_json(decoded_body(app.current_event), settings.max_body_bytes) \
-                if r.method == "POST" else None
+                if r.request is not None else None
             t0 = time.perf_counter()
             result, tokens = service.answer(r, request)
-            ms = (time.perf_counter() - t0) * 1000
-            metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ms)
-            metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
-            logger.info("answered", extra={
-                "route": r.path, "latency_ms": round(ms, 2), "tokens": tokens,
-                "inputs": input_count(request),
-                "task": service.pipe.task if service.pipe else None,
-                **({"body": app.current_event.body} if settings.log_inputs else {})})
+            status, result = (result.status, result.body) if isinstance(result, Reply) \
+                else (200, result)
+            if r.needs_model:  # a request the model answered: timed, counted, logged
+                ms = (time.perf_counter() - t0) * 1000
+                metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ms)
+                metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
+                logger.info("answered", extra={
+                    "route": r.path, "latency_ms": round(ms, 2), "tokens": tokens,
+                    "inputs": input_count(request), "task": service.task,
+                    **({"body": app.current_event.body} if settings.log_inputs else {})})
             text = json.dumps(result, ensure_ascii=False)
             check_payload(text, settings.max_response_bytes)
-            return Response(200, "application/json", text)
+            return Response(status, "application/json", text)
         return answer
 
     for r in ROUTES:
@@ -169,35 +154,37 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
         OPTIONS request gets 204 and Allow: CORS preflights are answered by Powertools)."""
         method, path = app.current_event.http_method, app.current_event.path
         allowed = allowed_methods(path)
-        if not allowed:
-            status, payload = 404, {"error": f"no route {path}; routes: "
-                                             f"{', '.join(sorted({r.path for r in ROUTES}))}",
-                                    "type": "not_found"}
-        elif method == "OPTIONS":
+        if allowed and method == "OPTIONS":
             return Response(204, None, "", headers={"Allow": ", ".join(allowed + ["OPTIONS"])})
+        if not allowed:
+            rejected = HttpError(404, "not_found", f"no route {path}; routes: "
+                                              f"{', '.join(sorted({r.path for r in ROUTES}))}")
         else:
-            status, payload = 405, {"error": f"{method} is not allowed on {path}; allowed: "
-                                             f"{', '.join(allowed)}", "type": "method_not_allowed"}
-        logger.info("request rejected", extra={"status": status, "type": payload["type"]})
+            rejected = HttpError(405, "method_not_allowed", f"{method} is not allowed on {path}; "
+                                                       f"allowed: {', '.join(allowed)}")
+        status, payload = error_body(rejected, "", conventions(path))
+        logger.info("request rejected", extra={"status": status, "type": rejected.error_type})
         return Response(status, "application/json", json.dumps(payload),
                         headers={"Allow": ", ".join(allowed + ["OPTIONS"])} if allowed else None)
 
     @app.exception_handler(Exception)
     def on_error(exc: Exception) -> Response:
         request_id = getattr(app.lambda_context, "aws_request_id", "local")
-        status, payload = error_body(exc, request_id)
+        r = route(app.current_event.http_method, app.current_event.path)
+        status, payload = error_body(exc, request_id, r.errors if r else "hf")
         metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
         if status >= 500:  # the stack and the request id go to the log, never to the caller
             logger.exception("request failed", extra={"status": status, "request_id": request_id,
                                                       "error_class": type(exc).__name__})
         else:
-            logger.info("request rejected", extra={"status": status, "type": payload["type"]})
-        r = route(app.current_event.http_method, app.current_event.path)
-        status, payload = convention(r.errors if r else "hf", status, payload)
+            logger.info("request rejected", extra={"status": status,
+                                                   "type": getattr(exc, "error_type", None)})
         return Response(status, "application/json", json.dumps(payload))
 
     return app
 
+
+PREDICT = next(r for r in ROUTES if r.path == "/predict")  # direct invocations' route
 
 # the parts of an API Gateway event Powertools reads, and the types they must have
 EVENT_FIELDS: dict[str, tuple[type, ...]] = {
@@ -245,12 +232,6 @@ def event_kind(event: dict[str, Any]) -> str:
         domain = ctx.get("domainName") if isinstance(ctx, dict) else ""
         return "url" if ".lambda-url." in str(domain or "") else "http"
     return "direct"
-
-
-def error_response(status: int, payload: dict[str, Any]) -> dict[str, Any]:
-    """An API Gateway proxy response carrying an error body."""
-    return {"statusCode": status, "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(payload), "isBase64Encoded": False}
 
 
 class Handler:
@@ -304,8 +285,9 @@ class Handler:
             metrics.clear_metrics()
 
     def direct(self, event: dict[str, Any], context: Any) -> Any:
+        """A direct invocation: the event is /predict's body, answered by /predict's logic."""
         try:
-            result = self.service.predict(event)
+            result, _ = self.service.answer(PREDICT, event)
             check_payload(json.dumps(result, ensure_ascii=False), self.settings.max_response_bytes)
             return result
         except FATAL:

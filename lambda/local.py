@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
+from .app import Handler, make_handler
 from .config import Settings
+from .routes import sample_request
+from .wsgi import LocalContext, http_event, wsgi_app
+
+__all__ = ["LocalContext", "invoke_event", "local_handler", "sample_event", "serve"]
 
 
-@dataclasses.dataclass
-class LocalContext:
-    """The LambdaContext fields the handler and Powertools read."""
-
-    function_name: str = "xlmr-local"
-    memory_limit_in_mb: int = 2048
-    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:xlmr-local"
-    aws_request_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
+_HANDLERS: dict[str, Handler] = {}
 
 
-_HANDLERS: dict[str, Any] = {}
-
-
-def local_handler(bundle: str | Path) -> Any:
+def local_handler(bundle: str | Path) -> Handler:
     """The Handler for `bundle`, built once per process (as a warm container)."""
-    from .app import make_handler
-
     key = str(Path(bundle).resolve())
     if key not in _HANDLERS:
         settings = dataclasses.replace(Settings.from_env(), bundle_dir=Path(bundle),
@@ -46,16 +33,10 @@ def invoke_event(bundle: str | Path, event: dict[str, Any]) -> Any:
 
 
 def sample_event(bundle: str | Path, text: str | None = None) -> dict[str, Any]:
-    """A POST event fit for the bundle's task: its first route's sample from the route table
-    (/embed for embeddings), else the task spec's /predict sample (`text` replaces a text
-    input)."""
-    from ..runtime.tasks import task_spec
-    from .routes import route
-    from .wsgi import http_event
-
-    spec = task_spec(json.loads((Path(bundle) / "manifest.json").read_text())["task"])
-    extra = next((r for r in (route("POST", p) for p in spec.routes) if r and r.sample), None)
-    path, body = (extra.path, dict(extra.sample or {})) if extra else ("/predict", dict(spec.sample))
+    """A POST event fit for the bundle's task (routes.sample_request); `text` replaces its
+    text input."""
+    task = json.loads((Path(bundle) / "manifest.json").read_text())["task"]
+    path, body = sample_request(task)
     if text is not None and isinstance(body.get("inputs"), str) and "<mask>" not in body["inputs"]:
         body["inputs"] = text
     elif text is not None and isinstance(body.get("inputs"), list) and path == "/embed":
@@ -69,8 +50,6 @@ def http_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -
     yet serving: call serve_forever)."""
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    from .wsgi import wsgi_app
 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True

@@ -1,47 +1,74 @@
-"""The route table: every HTTP route the function answers, in one place. The resolver
-registers these, the template test holds template.yaml to them, and events/make_events.py
-writes a sample event for each. Which tasks serve a POST route is each task spec's `routes`."""
+"""The route table: every HTTP route the function answers, in one place, each with the view
+that answers it and the schemas of its bodies. The resolver registers these, the OpenAPI
+document is built from them, the template test holds template.yaml to them, and
+events/make_events.py writes a sample event for each. Which tasks serve a POST route is each
+task spec's `routes`."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from functools import cache
+from typing import Any, Callable, Mapping
+
+from ..runtime.tasks import task_spec
+from . import schemas
+from .openapi import document
+from .schemas import Schema
+from .service import Service
 
 
 @dataclasses.dataclass(frozen=True)
 class Route:
     method: str
     path: str
-    view: str  # the Service method that answers it
+    view: Callable[[Service, Any], Any]  # answers the (checked) body
     name: str  # for event files and the template's event names
     summary: str
+    answer: Schema  # the 200 body
+    request: Schema | None = None  # the body's schema (None: no body)
     sample: Mapping[str, Any] | None = None  # a body; None: the task spec's sample (or no body)
     any_task: bool = False  # served whatever the bundle's task (else: the specs' `routes`)
-    schema: str = ""  # its request body's schema in lambda/openapi.py ("": no body)
-    errors: str = "hf"  # whose error conventions: "hf", "tei" (TEI's statuses), "openai"
+    needs_model: bool = True  # False: answered even when the bundle failed to load
+    errors: str = "hf"  # whose error conventions (lambda/errors.py): "hf", "tei", "openai"
+    also: tuple[int, ...] = ()  # other statuses whose body is `answer`'s shape
+
+
+def openapi(service: Service, body: Any = None) -> dict[str, Any]:
+    """GET /openapi.json: the document with the served task's parameters, when it loaded."""
+    return openapi_document(service.task)
+
+
+@cache
+def openapi_document(task: str | None = None) -> dict[str, Any]:
+    """The whole API; `parameters` as `task` takes them (as any task does when None)."""
+    return document(ROUTES, task)
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/health", "health", "health", "Model, task, provider and precision",
-          any_task=True),
-    Route("GET", "/info", "info", "info", "Text Embeddings Inference's /info", any_task=True,
-          errors="tei"),
-    Route("GET", "/openapi.json", "openapi", "openapi", "This API as an OpenAPI 3.1 document",
-          any_task=True),
-    Route("POST", "/predict", "predict", "predict",
-          'Hugging Face inference schema: {"inputs": ..., "parameters": {...}}', schema="predict"),
-    Route("POST", "/embed", "embed", "embed", "Text Embeddings Inference's /embed",
+    Route("GET", "/health", Service.health, "health", "Model, task, provider and precision",
+          schemas.HEALTH_ANSWER, any_task=True, needs_model=False, also=(503,)),
+    Route("GET", "/info", Service.info, "info", "Text Embeddings Inference's /info",
+          schemas.INFO_ANSWER, any_task=True, errors="tei"),
+    Route("GET", "/openapi.json", openapi, "openapi",
+          "This API as an OpenAPI 3.1 document", schemas.OPENAPI_ANSWER, any_task=True,
+          needs_model=False),
+    Route("POST", "/predict", Service.predict, "predict",
+          'Hugging Face inference schema: {"inputs": ..., "parameters": {...}}',
+          schemas.PREDICT_ANSWER, schemas.PREDICT),
+    Route("POST", "/embed", Service.embed, "embed", "Text Embeddings Inference's /embed",
+          schemas.EMBED_ANSWER, schemas.EMBED,
           {"inputs": ["What is XLM-R?", "Qu'est-ce que XLM-R ?"], "normalize": True},
-          schema="embed", errors="tei"),
-    Route("POST", "/v1/embeddings", "openai_embeddings", "openai-embeddings",
-          "OpenAI's embeddings API", {"input": ["hello", "bonjour"], "model": "xlmr"},
-          schema="openai_embeddings", errors="openai"),
-    Route("POST", "/rerank", "rerank", "rerank", "Text Embeddings Inference's /rerank",
-          {"query": "capital of France",
-           "texts": ["Paris is the capital.", "Berlin is in Germany."]}, schema="rerank",
           errors="tei"),
-    Route("POST", "/tokenize", "tokenize", "tokenize", "Text Embeddings Inference's /tokenize",
+    Route("POST", "/v1/embeddings", Service.openai_embeddings, "openai-embeddings",
+          "OpenAI's embeddings API", schemas.OPENAI_EMBEDDINGS_ANSWER, schemas.OPENAI_EMBEDDINGS,
+          {"input": ["hello", "bonjour"], "model": "xlmr"}, errors="openai"),
+    Route("POST", "/rerank", Service.rerank, "rerank", "Text Embeddings Inference's /rerank",
+          schemas.RERANK_ANSWER, schemas.RERANK,
+          {"query": "capital of France",
+           "texts": ["Paris is the capital.", "Berlin is in Germany."]}, errors="tei"),
+    Route("POST", "/tokenize", Service.tokenize, "tokenize",
+          "Text Embeddings Inference's /tokenize", schemas.TOKENIZE_ANSWER, schemas.TOKENIZE,
           {"inputs": "XLM-R runs on AWS Lambda.", "add_special_tokens": True}, any_task=True,
-          schema="tokenize", errors="tei"),
+          errors="tei"),
 )
 
 
@@ -52,3 +79,16 @@ def allowed_methods(path: str) -> list[str]:
 
 def route(method: str, path: str) -> Route | None:
     return next((r for r in ROUTES if r.method == method and r.path == path), None)
+
+
+def sample_request(task: str) -> tuple[str, dict[str, Any]]:
+    """(path, body) of a request fit for `task`: the sample of the first of its routes that
+    has one (/embed for embeddings), else the task spec's /predict sample."""
+    spec = task_spec(task)
+    extra = next((r for r in (route("POST", p) for p in spec.routes) if r and r.sample), None)
+    return (extra.path, dict(extra.sample or {})) if extra else ("/predict", dict(spec.sample))
+
+
+def conventions(path: str) -> str:
+    """Whose error conventions a path speaks (for a 405 there: any of its routes')."""
+    return next((r.errors for r in ROUTES if r.path == path), "hf")

@@ -14,10 +14,9 @@ import gc
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .app import Handler
+from .app import Handler, logger
+from .local import sample_event
 
 
 def memory_mb() -> dict[str, float]:
@@ -51,9 +50,6 @@ def register(handler: Handler) -> bool:
         from snapshot_restore_py import register_after_restore, register_before_snapshot
     except ImportError:
         return False
-    from .app import logger
-    from .local import sample_event
-
     snapshot: dict[str, float] = {}
 
     def before_snapshot() -> None:

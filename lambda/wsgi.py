@@ -5,13 +5,29 @@ runs it under the standard library's server; the GPU image under waitress
 from __future__ import annotations
 
 import base64
+import dataclasses
 import uuid
 from http import HTTPStatus
 from typing import Any, Callable, Iterable
 
-from .service import HttpError, error_body
+from .errors import FATAL, HttpError, error_body, error_response
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclasses.dataclass
+class LocalContext:
+    """The LambdaContext fields the handler and Powertools read, for calls made here."""
+
+    function_name: str = "xlmr-local"
+    memory_limit_in_mb: int = 2048
+    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:xlmr-local"
+    aws_request_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
 
 
 def http_event(method: str, path: str, body: str | None, headers: dict[str, str],
@@ -62,9 +78,6 @@ def wsgi_app(handler: Callable[[dict[str, Any], Any], Any],
     """A WSGI callable answering every request through `handler` (a Lambda handler); a body
     over `max_body_bytes` is refused unread. Nothing a request does escapes it: a failure
     the handler did not answer is a 500 with the request id, and the server serves on."""
-    from .app import FATAL
-    from .local import LocalContext
-
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         context = LocalContext()
         try:
@@ -90,8 +103,6 @@ def wsgi_app(handler: Callable[[dict[str, Any], Any], Any],
 
 def error_result(exc: BaseException, request_id: str) -> dict[str, Any]:
     """A proxy response for an error met before (or outside) the handler."""
-    from .app import error_response
-
     return error_response(*error_body(exc, request_id))
 
 

@@ -171,23 +171,6 @@ def np_rows(input_ids: np.ndarray) -> int:
     return int(np.prod(input_ids.shape[:-1]))
 
 
-def check_graph(manifest: Manifest, session: Any) -> None:
-    """The manifest's task must be what the graph computes: its outputs' names, ranks and
-    named axes as the task spec has them (a text-classification graph cannot serve fill-mask:
-    [batch, labels] is not [masks, vocab])."""
-    from .tasks import task_spec
-
-    spec = task_spec(manifest.task)
-    graph = [(o.name, list(o.shape)) for o in session.get_outputs()]
-    want = [(o.name, list(o.axes)) for o in spec.outputs]
-    fits = len(graph) == len(want) and all(
-        gn == wn and len(gs) == len(ws) and all(a is None or g == a for g, a in zip(gs, ws))
-        for (gn, gs), (wn, ws) in zip(graph, want))
-    if not fits:
-        raise BundleError(f"the manifest says {manifest.task}, but the graph's outputs are "
-                          f"{graph}; {manifest.task} needs {want} (None: any size)")
-
-
 def open_bundle(folder: str | Path, provider: str = "auto", precision: str | None = None,
                 threads: int | None = None, verify: bool = True,
                 io_binding: bool | None = None,
@@ -236,7 +219,6 @@ def open_bundle(folder: str | Path, provider: str = "auto", precision: str | Non
     if used != want and meant_for == "cuda":
         raise BundleError(f"the {precision} file is for CUDA; on CPU load precision "
                           f"{registry.preferred(manifest.precisions, 'cpu')}")
-    check_graph(manifest, session)
     bind = use_io_binding(io_binding, used)
     log.info("bundle %s: task %s, provider %s, precision %s, io binding %s", manifest.name,
              manifest.task, used, precision, "on" if bind else "off")

@@ -10,7 +10,7 @@ import numpy as np
 
 from .budget import INT_JSON_BYTES, UNLIMITED, Budget, text_json_bytes
 from .bundle import Bundle, Usage
-from .errors import EmptyInputError, InvalidInputError
+from .errors import BundleError, EmptyInputError, InvalidInputError
 from .jsonable import to_jsonable
 from .parameters import check
 
@@ -29,12 +29,28 @@ class Prepared:
     context: Any = None
 
 
+def check_graph(bundle: Bundle, spec: TaskSpec) -> None:
+    """The graph must compute what the task needs: its outputs' names, ranks and named axes
+    as the task spec has them (a text-classification graph cannot serve fill-mask: [batch,
+    labels] is not [masks, vocab])."""
+    manifest, session = bundle.manifest, bundle.session
+    graph = [(o.name, list(o.shape)) for o in session.get_outputs()]
+    want = [(o.name, list(o.axes)) for o in spec.outputs]
+    fits = len(graph) == len(want) and all(
+        gn == wn and len(gs) == len(ws) and all(a is None or g == a for g, a in zip(gs, ws))
+        for (gn, gs), (wn, ws) in zip(graph, want))
+    if not fits:
+        raise BundleError(f"the manifest says {manifest.task}, but the graph's outputs are "
+                          f"{graph}; {manifest.task} needs {want} (None: any size)")
+
+
 class Pipeline:
     """Base of the task pipelines: `pipe(inputs, **parameters)` as in transformers."""
 
     spec: ClassVar[TaskSpec]
 
     def __init__(self, bundle: Bundle, batch_size: int = 16, budget: Budget | None = None) -> None:
+        check_graph(bundle, self.spec)
         self.bundle = bundle
         self.tokenizer = bundle.tokenizer
         self.manifest = bundle.manifest

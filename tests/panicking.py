@@ -1,5 +1,5 @@
 """Test support: the image's handler with one failure planted, of the kind that passes every
-`except Exception`: a /predict whose inputs are PANIC raises the PanicException a real
+`except Exception`: a /predict (or direct invocation) whose inputs are PANIC raises the PanicException a real
 tokenizers panic raises (pyo3's, a BaseException). awslambdaric runs `tests.panicking.handler`
 and `xlmr serve` runs with this module imported, to show the process serves on after it."""
 from __future__ import annotations
@@ -27,16 +27,16 @@ def real_panic() -> BaseException:
 
 PANIC = real_panic()
 assert not isinstance(PANIC, Exception), type(PANIC).__mro__
-_predict = Service.predict
+_answer = Service.answer
 
 
-def predict(self: Service, body: Any) -> Any:
-    if isinstance(body, dict) and body.get("inputs") == TRIGGER:
+def answer(self: Service, route: Any, body: Any) -> Any:
+    if route.path == "/predict" and isinstance(body, dict) and body.get("inputs") == TRIGGER:
         raise PANIC
-    return _predict(self, body)
+    return _answer(self, route, body)
 
 
-Service.predict = predict  # type: ignore[method-assign]
+Service.answer = answer  # type: ignore[method-assign]
 
 
 

@@ -205,8 +205,14 @@ def test_unknown_routes_and_methods(server):
     for method, path in (("GET", "/nope"), ("GET", "/"), ("POST", "/v2/anything")):
         status, _, body = http(url + path, method, {} if method == "POST" else None)
         assert status == 404 and body["type"] == "not_found", (method, path, body)
+        assert body["error_type"] == "not_found" and path in body["error"]
     status, headers, body = http(url + "/predict")
-    assert status == 405 and body["type"] == "method_not_allowed"
+    assert status == 405 and body["type"] == body["error_type"] == "method_not_allowed"
+    status, _, body = http(url + "/embed")  # a TEI route: TEI's error class
+    assert status == 405 and (body["type"], body["error_type"]) == ("method_not_allowed",
+                                                                    "validation")
+    status, _, body = http(url + "/v1/embeddings")  # an OpenAI route: OpenAI's body
+    assert status == 405 and body["error"]["type"] == "method_not_allowed"
     assert "POST" in headers["Allow"]
     status, headers, _ = http(url + "/health", "POST", {})
     assert status == 405 and headers["Allow"].startswith("GET")
@@ -227,8 +233,7 @@ def test_no_local_paths_in_responses(server, bundle_factory):
 
 def test_openapi_document_is_served_and_committed(server):
     from tests.conftest import ROOT
-    from xlmr_serverless.aws_lambda.openapi import openapi_document
-    from xlmr_serverless.aws_lambda.routes import ROUTES
+    from xlmr_serverless.aws_lambda.routes import ROUTES, openapi_document
 
     status, _, doc = http(server("feature-extraction") + "/openapi.json")
     assert status == 200 and doc == openapi_document("feature-extraction")

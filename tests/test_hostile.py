@@ -119,7 +119,7 @@ def test_a_native_panic_is_a_500_and_the_handler_serves_on(handlers, monkeypatch
     from xlmr_serverless.aws_lambda.wsgi import http_event
 
     assert not isinstance(PANIC, Exception)  # what `except Exception` never catches
-    monkeypatch.setattr(Service, "predict", lambda self, body: (_ for _ in ()).throw(PANIC))
+    monkeypatch.setattr(Service, "answer", lambda self, route, body: (_ for _ in ()).throw(PANIC))
     handler, expected = handlers["token-classification"]
     res = send(handler, http_event("POST", "/predict", json.dumps({"inputs": "x"}), {}), "req-9")
     body = json.loads(res["body"])

@@ -326,6 +326,47 @@ def test_zero_shot_templates_are_checked_before_any_work(handlers, template):
     assert status == 422 and "hypothesis_template" in body["error"]
 
 
+WRONG = {"boolean": "yes", "string": 5, "integer": "five", "array": "x", "object": [1]}
+
+
+def message(body: dict) -> str:
+    """An error body's words, in our convention or OpenAI's."""
+    return body["error"]["message"] if isinstance(body["error"], dict) else body["error"]
+
+
+def test_every_request_field_is_checked_by_its_routes_schema(handlers):
+    """Derived from the route table's schemas, not written beside them: for every field of
+    every request body, a value of the wrong type is a 422 naming that field; an unknown field
+    and a missing required one are 422s naming them; the route's sample answers."""
+    from xlmr_serverless.aws_lambda.routes import ROUTES
+    from xlmr_serverless.runtime.tasks import specs
+
+    checked = 0
+    for r in (r for r in ROUTES if r.request is not None):
+        task = next((t for t, s in specs().items() if r.path in s.routes), "feature-extraction")
+        handler = handlers(task)
+        sample = dict(r.sample or specs()[task].sample)
+        assert call(handler, http_event("POST", r.path, json.dumps(sample)))[0] == 200, r.path
+        for field, schema in r.request["properties"].items():
+            kinds = schema.get("type") or [s.get("type") for s in schema.get("anyOf", [])]
+            kinds = [kinds] if isinstance(kinds, str) else kinds
+            wrong = next((WRONG[k] for k in WRONG if k not in kinds and kinds), None)
+            if wrong is None or (isinstance(wrong, str) and "string" in kinds):
+                continue
+            status, body, _ = call(handler, http_event("POST", r.path,
+                                                       json.dumps({**sample, field: wrong})))
+            assert status == 422 and field in message(body), (r.path, field, body)
+            checked += 1
+        status, body, _ = call(handler, http_event("POST", r.path,
+                                                   json.dumps({**sample, "bogus_field": 1})))
+        assert status == 422 and "bogus_field" in message(body), (r.path, body)
+        for field in r.request.get("required", []):
+            rest = {k: v for k, v in sample.items() if k != field}
+            status, body, _ = call(handler, http_event("POST", r.path, json.dumps(rest)))
+            assert status == 422 and f"needs {field}" in message(body), (r.path, field, body)
+    assert checked >= 12  # the typed fields of the five bodies were reached
+
+
 @pytest.mark.parametrize("task, parameters", [
     ("text-classification", {"max_length": "abc"}), ("text-classification", {"truncation": 5}),
     ("text-classification", {"top_k": True}), ("feature-extraction", {"tokenize_kwargs": "abc"}),

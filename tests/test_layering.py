@@ -52,6 +52,55 @@ def relative_imports(folder: Path) -> set[str]:
     return found
 
 
+PACKAGES = {"runtime": "runtime", "export": "export", "aws_lambda": "lambda"}
+
+
+def module_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports when it runs (at its top or inside a function;
+    not under TYPE_CHECKING or `__main__`, nor its own parent packages, which Python imports
+    first whatever the order)."""
+    files = {}
+    for pkg, folder in PACKAGES.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = [p for p in path.relative_to(ROOT / folder).with_suffix("").parts
+                     if p != "__init__"]
+            files[".".join([pkg, *parts])] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and any(w in ast.unparse(node.test) for w in ("TYPE_CHECKING", "__main__"))
+                   for n in ast.walk(node)}
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        graph[name] = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped or not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = ".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else []))
+            for target in (base, *(f"{base}.{a.name}" for a in node.names)):
+                if target in files and target != name and not name.startswith(target + "."):
+                    graph[name].add(target)
+    return graph
+
+
+def test_no_import_circles():
+    """No module reaches itself through the modules it imports: each side of a dependency
+    holds what the other needs, instead of a lazy import hiding a circle."""
+    graph = module_graph()
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph[m])
+        return seen
+
+    circles = sorted(m for m in graph if m in reaches(m))
+    assert len(graph) > 60 and not circles, circles
+
+
 def test_layers_point_down():
     """runtime/ imports no sibling; lambda/ and export/ only runtime/; nothing imports
     benchmarks/ (it is not installed)."""

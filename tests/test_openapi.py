@@ -60,7 +60,8 @@ def exercise(op, mode, seen: dict[str, set[int]]) -> None:
     def conforms(case):
         response = case.call_and_validate(
             checks=[checks.status_code_conformance, checks.content_type_conformance,
-                    checks.response_schema_conformance], timeout=30)
+                    checks.response_schema_conformance, checks.negative_data_rejection],
+            timeout=30)
         assert response.status_code < 500, case.as_curl_command()
         seen.setdefault(f"{op.method.upper()} {op.path}", set()).add(response.status_code)
 
