@@ -1,4 +1,4 @@
-"""Cold start the way Lambda runs it: the image's file layout (benchmarks/image_layout.py:
+"""Cold start the way Lambda runs it: the image's file layout (tests/image_layout.py:
 compiled bytecode, the bundle verified at build), the runtime interface client
 (`python -m awslambdaric xlmr_serverless.aws_lambda.handler.handler`, the image's CMD) on an
 emulated Runtime API, a fresh empty /tmp for every start (a new sandbox), pinned to one vCPU
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.image_layout import ROOT, image_env, layout, verifies_at_build, verify_at_build
 from benchmarks.phases import handler_phases
-from benchmarks.runtime_api import RuntimeApi
+from tests.image_layout import ROOT, image_env, layout, verifies_at_build, verify_at_build
+from tests.runtime_api import RuntimeApi
 from xlmr_serverless.runtime.cpu import cpu_model, isa
 
 

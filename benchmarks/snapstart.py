@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.image_layout import ROOT, image_env, layout, verifies_at_build, verify_at_build
 from benchmarks.lambda_cold_start import one_start, sample_request
-from benchmarks.runtime_api import RuntimeApi
+from tests.image_layout import ROOT, image_env, layout, verifies_at_build, verify_at_build
+from tests.runtime_api import RuntimeApi
 from xlmr_serverless.runtime.cpu import cpu_model, isa
 
 WARM_REQUESTS = 10

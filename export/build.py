@@ -48,7 +48,7 @@ class ExportOptions:
     min_agreement: float = 0.99
     validation_file: Path | None = None
     # the bundle's files keep their weights in <file>.data: onnxruntime maps that file instead
-    # of copying it (xlm-roberta-base int8: load 1.3 -> 0.4 s, peak RSS 520 -> 168 MB)
+    # of copying it (docs/design/external-weights.md)
     external_data: bool = True
     model_id: str | None = None  # the public name (default: hub id, or the folder's name)
     trim_corpus: Path | None = None  # keep only the pieces this text needs (export/trim.py)

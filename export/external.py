@@ -1,7 +1,6 @@
 """ONNX graphs whose weights stay on disk until a tool reads one: onnxruntime's optimizer and
-quantizer then hold the tensors they change, not the model (xlm-roberta-base: the optimizer
-peaked at 7.4 GB RSS and quantize_dynamic at 5.4 GB on 1.1 GB of weights, each loading the
-whole model and copying it).
+quantizer then hold the tensors they change, not the model (each loaded the whole model and
+copied it: docs/design/memory-bounded-export.md).
 
 onnx reads a tensor's external data when a tool calls `numpy_helper.to_array(t)`, resolving
 the file against the working directory (the tools pass no base_dir): `weights_from(folder)`

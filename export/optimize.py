@@ -44,7 +44,7 @@ def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
 
 
 # Fusions stay unless they are clearly slower: slower in every alternating round and by more
-# than this at the median (two single timings once decided a 2% difference both ways).
+# than this at the median (why rounds and a margin: docs/design/fusion-timing.md).
 MARGIN = 0.05
 
 

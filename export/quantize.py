@@ -13,6 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from . import table4
+from .graph_index import index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,20 +239,16 @@ def int8_head(proto: onnx.ModelProto) -> bool:
     embedding rows identical), and the head's activations are quantized to 7 bits so that no
     ISA's int16 pair sums saturate (seven_bit_nodes). True if a head was rewritten."""
     graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
+    g = index(graph)
+    inits, producer = g.initializers, g.producer
     gathered = {n.input[0] for n in graph.node if n.op_type == "Gather"}
-    producer = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
     done = False
     for k, node in enumerate([n for n in graph.node if n.op_type == "MatMulInteger"]):
         table = inits.get(node.input[1])
         zero = inits.get(node.input[3]) if len(node.input) > 3 else None
         dql = producer.get(node.input[0])
         if table is None or table.name not in gathered or zero is None or dql is None \
-                or dql.op_type != "DynamicQuantizeLinear" or readers[dql.output[0]] != 1:
+                or dql.op_type != "DynamicQuantizeLinear" or g.reads(dql.output[0]) != 1:
             continue
         if table.data_type == onnx.TensorProto.UINT8:
             for t in (table, zero):
@@ -288,7 +285,7 @@ class Int4Recipe:
     accuracy_level: int | None = None
 
 
-# fastest first: int8 compute halves b1/s16 on xlm-roberta-base (AVX2: 48 -> 24 ms; int8 20)
+# fastest first (int8 compute is the quick one: benchmarks/results/avx2-epyc/table-bits)
 INT4_RECIPES = (Int4Recipe("block32+int8_compute", accuracy_level=4), Int4Recipe("block32"),
                 Int4Recipe("block32+fp32_head", fp32_head=True))
 

@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .graph_index import index
+
 ALPHA = 0.5  # how much of the range moves into the weights (SmoothQuant's default)
 SCALE_RANGE = (1e-4, 1e4)
 # a normalization's output scale and shift (input positions), where the division can be folded
@@ -36,21 +38,19 @@ def sites(proto: onnx.ModelProto, which: str) -> list[Site]:
     node alone (a tied head's table is not: the embedding reads it too); "norm" keeps those a
     normalization produced (the residual stream, where outlier channels live), "all" every one."""
     graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    reads: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            reads[i] = reads.get(i, 0) + 1
-    producer = {o: n for n in graph.node for o in n.output[:1]}
+    g = index(graph)
+    inits = g.initializers
     found: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
         if n.op_type in WEIGHTED and len(n.input) > 1 and n.input[1] in inits \
-                and len(inits[n.input[1]].dims) == 2 and reads[n.input[1]] == 1:
+                and len(inits[n.input[1]].dims) == 2 and g.reads(n.input[1]) == 1:
             found.setdefault(n.input[0], []).append(n)
     out = []
     for tensor, nodes in found.items():
-        maker = producer.get(tensor)
-        norm = maker.name if maker is not None and maker.op_type in NORM_AFFINE else None
+        maker = g.producer.get(tensor)
+        normalized = maker is not None and maker.op_type in NORM_AFFINE and \
+            maker.output[0] == tensor  # not a normalization's other outputs (its skip sum)
+        norm = maker.name if maker is not None and normalized else None
         if which == "norm" and norm is None:
             continue
         out.append(Site(tensor, tuple(n.name for n in nodes), tuple(n.input[1] for n in nodes),
@@ -79,12 +79,9 @@ def smooth(src: Path, dst: Path, chosen: list[Site], absmax: dict[str, np.ndarra
     folder = Path(src).resolve().parent
     proto = load_graph(src)
     graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
+    g = index(graph)
+    inits, readers = g.initializers, g.readers
     nodes = {n.name: n for n in graph.node}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
     outputs = {o.name for o in graph.output}
     side = folder / f"{Path(dst).name}.smoothed.data"  # scaled weights, until consolidated
     record = []

@@ -4,16 +4,13 @@ LM head is tied to it, MatMulNBits for the head. Both ops take the same bytes: [
 hidden/block, block/2] (two symmetric 4-bit values a byte, low nibble first, zero point 8)
 and one fp32 scale per block, [vocab, hidden/block].
 
-Why: the table is 69% of xlm-roberta-base's weights, and it stays the largest tensor of a
-bundle trimmed to 60k pieces (46 MB of 133 at 8 bits). quantize_dynamic quantizes a Gather's
+Why: the table is most of xlm-roberta-base's weights, and it stays the largest tensor of a
+trimmed bundle. quantize_dynamic quantizes a Gather's
 table to 8 bits only and MatMulNBitsQuantizer leaves Gathers alone, hence this rewrite: of
 the int8 graph quantize_dynamic wrote, or of the fp32 graph before MatMulNBitsQuantizer for
 an int4 file (export/quantize.py calls it; without it an int4 file holds the table twice, 4
-bits for the head and 8 for the Gather). Measured on the
-base-shaped fill-mask, trimmed to 60k pieces / untrimmed (results/avx2-epyc/table-bits): on
-disk 135 -> 118 MB / 289 -> 217 MB, cold-start peak RSS 304 -> 283 / 816 -> 725 MB, b1 p50
-11.7 -> 10.9 / 18.4 -> 15.6 ms; the accuracy gate judges it like any recipe (opt-in: 4-bit
-blocks are coarser than the 8-bit table)."""
+bits for the head and 8 for the Gather). The accuracy gate judges it like any recipe (opt-in:
+4-bit blocks are coarser than the 8-bit table). Figures: docs/design/table-4bit.md."""
 from __future__ import annotations
 
 from typing import Callable
@@ -21,6 +18,8 @@ from typing import Callable
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from .graph_index import index
 
 BLOCKS = (32, 16)  # the first that divides hidden (GatherBlockQuantized: a power of 2, >= 16)
 QUANTIZED = "_quantized"  # quantize_dynamic's suffix for the 8-bit copy of a weight
@@ -53,14 +52,6 @@ def dequantized(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """What both onnxruntime ops read from `four_bit_blocks`' output: [rows, hidden] fp32."""
     q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:2], -1)
     return ((q.astype(np.float32) - 8) * scales[..., None]).reshape(packed.shape[0], -1)
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    out: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
 
 
 def _only(nodes: list[onnx.NodeProto], op: str) -> onnx.NodeProto | None:
@@ -118,10 +109,8 @@ def table_to_4bit(proto: onnx.ModelProto, fp32: Callable[[str], np.ndarray],
     `accuracy_level` (4: int8 activations, None: fp32). Returns the table's name, or None
     (graph left as it was) where the patterns are not all there."""
     graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in graph.input}
-    producer = {o: n for n in graph.node for o in n.output}
-    readers = _consumers(graph)
+    g = index(graph)
+    inits, ranks, producer, readers = g.initializers, g.input_ranks, g.producer, g.readers
     for name, table in inits.items():
         if len(table.dims) != 2 or name not in readers:
             continue

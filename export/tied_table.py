@@ -3,8 +3,7 @@ head is `x @ T`: activations on the left, a constant weight on the right. That i
 every ISA's int8 kernels optimise (u8 activations x prepacked s8 weights, what quantize_dynamic
 writes for any MatMul); the embedding reads the same table with a Gather along axis 1.
 
-Measured (benchmarks/head_kernels.py, onnxruntime only, 250,002 x 768): the table-left int8
-product this replaces was 3-11x slower than activations-left on AVX-512 VNNI and on AVX2.
+The table-left int8 product this replaces is several times slower (docs/design/tied-head.md).
 quantize_dynamic cannot do this rewrite (it quantizes the graph it is given), hence this module.
 """
 from __future__ import annotations
@@ -13,6 +12,8 @@ from typing import Callable
 
 import onnx
 from onnx import helper, numpy_helper
+
+from .graph_index import index
 
 
 def _swaps_last_two(node: onnx.NodeProto) -> bool:
@@ -34,13 +35,8 @@ def transpose_tied_table(proto: onnx.ModelProto,
     or in the plan of a weightless export). True if rewritten; the graph is left as it was
     when the pattern is not all there."""
     graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in graph.input}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    g = index(graph)
+    inits, ranks, producer, consumers = g.initializers, g.input_ranks, g.producer, g.readers
     for name, table in inits.items():
         users = consumers.get(name, [])
         if len(table.dims) != 2 or not users:

@@ -2,9 +2,9 @@
 one tensor at a time, straight from the torch model's (memory-mapped) parameters.
 
 Why: the TorchScript exporter serialises every weight into one in-memory protobuf, and its
-constant folding adds a transposed copy of each Linear weight; with onnx.load after it, that
-export held 4.2x the checkpoint (xlm-roberta-base: 4.6 GB RSS for 1.1 GB of weights) and XL
-(14 GB) could not be exported on a 24 GB machine. Traced with export_params=False and no
+constant folding adds a transposed copy of each Linear weight: several times the checkpoint in
+memory, so that XL could not be exported on a 24 GB machine
+(docs/design/memory-bounded-export.md). Traced with export_params=False and no
 constant folding, parameters stay graph inputs named as in the state dict, reached through
 Identity (shared parameters) and Transpose (Linear weights) nodes: those are folded here into
 a plan (initializer <- parameter, permutation), and each initializer is written as it is
@@ -66,8 +66,7 @@ def stand_ins(module: torch.nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def shapes_without_weights() -> Iterator[None]:
     """The TorchScript exporter infers the graph's shapes by serialising it *with every
-    parameter* into one ModelProto (measured with memray: one 1.1 GB allocation for
-    xlm-roberta-base, twice; XL would need 14 GB more). Weights never decide a shape here
+    parameter* into one ModelProto (docs/design/memory-bounded-export.md). Weights never decide a shape here
     (they are all graph inputs with their shapes known), so the pass gets no parameter values."""
     original = torch._C._jit_pass_onnx_graph_shape_type_inference
 

@@ -97,7 +97,7 @@ def test_results_of_another_isa_are_never_overwritten(tmp_path):
 
 @needs_torch
 def test_io_binding_bench_prints_both_paths(bundle_factory, capsys):
-    from benchmarks.io_binding import main
+    from benchmarks.experiments.io_binding.run import main
 
     main([str(bundle_factory("fill-mask", "roberta")), "--provider", "cpu", "--precision", "fp32",
           "--shapes", "1x8,2x16", "--rounds", "2"])

@@ -139,7 +139,7 @@ def test_a_native_panic_under_awslambdaric_is_answered_and_the_process_lives(bun
     the panicking request is a 500, the same process answers the next events, and nothing
     reaches the Runtime API's error path (which would end the environment)."""
     pytest.importorskip("awslambdaric")
-    from benchmarks.runtime_api import RuntimeApi
+    from tests.runtime_api import RuntimeApi
     from xlmr_serverless.aws_lambda.wsgi import http_event
 
     bundle = bundle_factory("feature-extraction")

@@ -554,8 +554,8 @@ def test_awslambdaric_end_to_end(embed_bundle, handlers):
     preloaded: benchmarks/image_layout.image_env finds this machine's copy). The answers are
     the in-process handler's, made with this process's own allocator."""
     pytest.importorskip("awslambdaric")
-    from benchmarks.image_layout import image_env
-    from benchmarks.runtime_api import RuntimeApi
+    from tests.image_layout import image_env
+    from tests.runtime_api import RuntimeApi
 
     try:
         image, missing = image_env(), ""
@@ -625,12 +625,12 @@ def test_the_served_process_sends_no_onnxruntime_telemetry(embed_bundle, tmp_pat
 
 
 def test_the_cold_start_floor_does_the_handlers_work(embed_bundle, tmp_path):
-    """benchmarks/cold_start_floor.py's floor: every step the handler's cold start takes
+    """benchmarks/experiments/cold_start_floor/run.py's floor: every step the handler's cold start takes
     (runtime client, numpy, onnxruntime, tokenizers, Powertools, the tokenizer, the session,
     one run of the graph on the sample request's text) in a process of its own; a model file
     that does not load fails it instead of timing a start that did less."""
     pytest.importorskip("awslambdaric")
-    from benchmarks.cold_start_floor import VARIANTS, cpu_model_file, one_floor, request_text
+    from benchmarks.experiments.cold_start_floor.run import VARIANTS, cpu_model_file, one_floor, request_text
     from xlmr_serverless.aws_lambda.local import sample_event
 
     text = request_text(sample_event(embed_bundle, "hello"))
@@ -792,10 +792,10 @@ def test_verification_runs_beside_the_loads_and_once(embed_bundle, tmp_path, mon
 
 
 def test_the_images_environment_is_read_as_docker_reads_it(tmp_path, monkeypatch):
-    """benchmarks.image_layout.image_env: ENV instructions with continuations, quotes and
+    """tests.image_layout.image_env: ENV instructions with continuations, quotes and
     comments, a later value winning; only what changes how processes run is carried (the
     allocator), its library found by file name in this machine's folders, or an error."""
-    import benchmarks.image_layout as il
+    import tests.image_layout as il
 
     text = ("FROM base\n# ENV NOT=this\nENV A=1 \\\n    LD_PRELOAD=/usr/lib64/libfake.so.4 \\\n"
             '    TCMALLOC_X="two words"\nRUN echo ENV=no\nENV A=2 TCMALLOC_Y=3\n')
@@ -815,7 +815,7 @@ def test_the_images_environment_is_read_as_docker_reads_it(tmp_path, monkeypatch
 
 def test_the_image_layout_runs_compiled_code_on_a_bundle_verified_at_build(embed_bundle,
                                                                            tmp_path):
-    """What lambda/Dockerfile builds, without Docker (benchmarks/image_layout.py reads its COPY
+    """What lambda/Dockerfile builds, without Docker (tests/image_layout.py reads its COPY
     lines): the package placed under xlmr_serverless and compiled (Lambda's /var/task is
     read-only: bytecode not in the image is made again at every cold start), the bundle's
     verify step run from that layout; a load from the layout then hashes nothing."""
@@ -823,7 +823,7 @@ def test_the_image_layout_runs_compiled_code_on_a_bundle_verified_at_build(embed
     import shutil
     import site
 
-    from benchmarks.image_layout import place_package
+    from tests.image_layout import place_package
 
     task, opt = tmp_path / "task", tmp_path / "opt"
     place_package(ROOT, task)
@@ -853,7 +853,7 @@ def test_the_image_layout_runs_compiled_code_on_a_bundle_verified_at_build(embed
 
 def _snap_start(bundle: Path, handler_path: str, events: list[dict]) -> tuple[Any, Any, str]:
     """awslambdaric in SnapStart mode on a fake Runtime API: (api, exit code, output)."""
-    from benchmarks.runtime_api import RuntimeApi
+    from tests.runtime_api import RuntimeApi
 
     api = RuntimeApi(events)
     env = {**os.environ, "AWS_LAMBDA_RUNTIME_API": api.address, "XLMR_BUNDLE_DIR": str(bundle),

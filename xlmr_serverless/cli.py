@@ -35,16 +35,6 @@ def _params(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def cmd_export(a: argparse.Namespace) -> None:
     from .export.preflight import preflight
 
@@ -71,12 +61,12 @@ def cmd_convert(a: argparse.Namespace) -> None:
 
 def cmd_predict(a: argparse.Namespace) -> None:
     from .runtime import load
+    from .runtime.jsonable import to_jsonable
 
     pipe = load(a.bundle, provider=a.provider, precision=a.precision,
                 io_binding={"auto": None, "on": True, "off": False}[a.io_binding])
     inputs = _value(a.inputs) if a.inputs.lstrip().startswith(("{", "[")) else a.inputs
-    print(json.dumps(pipe(inputs, **_params(a.param)), default=_json_default, ensure_ascii=False,
-                     indent=2))
+    print(json.dumps(to_jsonable(pipe(inputs, **_params(a.param))), ensure_ascii=False, indent=2))
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
