@@ -335,7 +335,7 @@ def choose_graph(precision: str, graphs: dict[str, Path], ref: Reference, opts: 
     clearly slower (optimize.clearly_slower). Where fusions are forced, or the precision is
     for another provider (not timed here), the fused graph."""
     entry = registry.get(precision)
-    if "fused" not in graphs or entry.graph == "unfused":
+    if "fused" not in graphs or precision in writers.UNFUSED:
         return "unfused"
     if opts.optimize != "auto" or entry.provider != "cpu":
         return "fused"

@@ -36,6 +36,11 @@ def write_int4(job: WriteJob) -> WriteResult:
     return WriteResult(recipe, {"int4_recipes_tried": tried, "int4_gate": gate.rules(job)})
 
 
+# the precisions whose writer takes the unfused fp32 graph (the others: fused, unless the
+# fusions are clearly slower, timed at export): MatMulNBits quantizes MatMul weights, and
+# onnxruntime's fused Attention would keep Q, K and V in fp32
+UNFUSED = frozenset({"int4"})
+
 WRITERS: dict[str, Writer] = {"int8": write_int8, "fp32": write_fp32, "int4": write_int4,
                               "fp16": write_fp16}
 

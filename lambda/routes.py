@@ -69,6 +69,9 @@ ROUTES: tuple[Route, ...] = (
           "Text Embeddings Inference's /tokenize", schemas.TOKENIZE_ANSWER, schemas.TOKENIZE,
           {"inputs": "XLM-R runs on AWS Lambda.", "add_special_tokens": True}, any_task=True,
           errors="tei"),
+    Route("POST", "/decode", Service.decode, "decode", "Text Embeddings Inference's /decode",
+          schemas.DECODE_ANSWER, schemas.DECODE,
+          {"ids": [0, 1542, 9, 1], "skip_special_tokens": True}, any_task=True, errors="tei"),
 )
 
 

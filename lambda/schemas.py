@@ -45,6 +45,15 @@ TOKENIZE: Schema = {
     "type": "object", "required": ["inputs"], "additionalProperties": False,
     "properties": {"inputs": TEXTS, "add_special_tokens": BOOL, "prompt_name": PROMPT_NAME}}
 
+TOKEN_IDS: Schema = {"type": "array", "items": {"type": "integer", "minimum": 0,
+                                                "maximum": 1_000_000}}
+DECODE: Schema = {
+    "type": "object", "required": ["ids"], "additionalProperties": False,
+    "properties": {"ids": {"description": "a list of token ids, or a non-empty list of them",
+                           "anyOf": [TOKEN_IDS, {"type": "array", "items": TOKEN_IDS,
+                                                 "minItems": 1}]},
+                   "skip_special_tokens": BOOL}}
+
 TOKEN: Schema = {"type": "object", "required": ["id", "text", "special", "start", "stop"],
                  "properties": {"id": {"type": "integer"}, "text": {"type": "string"},
                                 "special": BOOL, "start": {"type": "integer"},
@@ -70,6 +79,7 @@ RERANK_ANSWER: Schema = {"type": "array", "items": {
     "type": "object", "required": ["index", "score"],
     "properties": {"index": {"type": "integer"}, "score": {"type": "number"},
                    "text": {"type": "string"}}}}
+DECODE_ANSWER: Schema = {"type": "array", "items": {"type": "string"}}
 TOKENIZE_ANSWER: Schema = {"type": "array", "items": {"type": "array", "items": TOKEN}}
 
 ERROR: Schema = {"type": "object", "required": ["error", "type", "error_type"],

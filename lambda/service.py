@@ -178,6 +178,14 @@ class Service:
         add = body.get("add_special_tokens", True)
         return self.ready().tokenize(self._texts(body, "inputs"), add_special_tokens=add)
 
+    def decode(self, body: dict[str, Any]) -> list[str]:
+        """TEI's /decode: {"ids": [int] or [[int]], "skip_special_tokens": true} -> a text
+        per sequence, always a list."""
+        ids = body["ids"]
+        sequences = ids if ids and isinstance(ids[0], list) else [ids]
+        self.check_count(sequences)
+        return self.ready().decode(sequences, body.get("skip_special_tokens", True))
+
     def _texts(self, body: dict[str, Any], key: str) -> list[str]:
         """The field's texts as a list (the schema made it a text or a list of texts)."""
         value = body[key]

@@ -180,6 +180,20 @@ class Pipeline:
                  for i, tok, sp, (a, b) in zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets)]
                 for e in encs]
 
+    def decode(self, sequences: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        """TEI's /decode: each sequence of token ids as text. The ids count as tokens against
+        the budget, an id outside the vocabulary is an error, and the answer is bounded by the
+        vocabulary's longest piece before any text is made."""
+        total = sum(len(s) for s in sequences)
+        self.budget.check_tokens(total, f"{total} id(s) to decode")
+        size = self.tokenizer.backend.get_vocab_size(with_added_tokens=True)
+        bad = next((i for s in sequences for i in s if not 0 <= i < size), None)
+        if bad is not None:
+            raise InvalidInputError(f"id {bad} is not in the vocabulary (0 to {size - 1})")
+        self.budget.check_response(sum(text_json_bytes(len(s) * self.tokenizer.longest_piece)
+                                       for s in sequences), f"{total} id(s) decoded")
+        return [self.tokenizer.decode(s, skip_special_tokens) for s in sequences]
+
     def meter(self) -> ContextManager[Usage]:
         """`with pipe.meter() as usage:` counts the tokens this thread runs in the block."""
         return self.bundle.meter()

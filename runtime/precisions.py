@@ -17,18 +17,13 @@ class Precision:
     cpu_rank: int  # lower is preferred when the runtime picks a file for CPU
     cuda_rank: int  # ... and for CUDA
     summary: str
-    # the fp32 graph its writer takes: "either" (fused kept unless clearly slower, timed at
-    # export) or "unfused" (int4: MatMulNBits quantizes MatMul weights, and onnxruntime's
-    # fused Attention would keep Q, K and V in fp32)
-    graph: str = "either"
 
 
 # int8 kernels are CPU-only in onnxruntime, fp16 is the CUDA file; int4 (MatMulNBits) runs on both
 REGISTRY: dict[str, Precision] = {p.name: p for p in (
     Precision("int8", "cpu", 0, 3, "dynamic int8, accuracy-gated"),
     Precision("fp32", "cpu", 1, 1, "the exported graph, fused"),
-    Precision("int4", "cpu", 2, 2, "weight-only 4-bit MatMulNBits, embedding int8, accuracy-gated",
-              graph="unfused"),
+    Precision("int4", "cpu", 2, 2, "weight-only 4-bit MatMulNBits, embedding int8, accuracy-gated"),
     Precision("fp16", "cuda", 3, 0, "fp16 weights and compute (CUDA)"),
 )}
 

@@ -66,6 +66,12 @@ CASES: tuple[Case, ...] = (
          {"inputs": "a " * 99_000}, 413, route="/tokenize"),
     case("fill-mask-long-pieces", "fill-mask",
          predict([(" ".join([GEORGIAN] * 120) + " <mask>")] * 4, top_k=100), 200, 413),
+    case("decode-every-id", "feature-extraction", {"ids": [5] * 300_000}, 413, route="/decode"),
+    case("decode-many-sequences", "feature-extraction", {"ids": [[5]] * 150_000}, 413,
+         route="/decode"),
+    case("decode-past-the-vocabulary", "feature-extraction", {"ids": [2**31]}, 422,
+         route="/decode"),
+    case("decode-empty", "feature-extraction", {"ids": []}, 200, route="/decode"),
     # integral floats and numbers the schema must bound
     case("top-k-as-float", "fill-mask", predict("Paris is the <mask>.", top_k=2.0), 200),
     case("top-k-fraction", "fill-mask", predict("Paris is the <mask>.", top_k=2.5), 422),

@@ -4,10 +4,14 @@ through /proc/self/clear_refs), and the bounds every answer must stay within on 
 bundles. The bounds catch a request that runs away; the goals themselves (1 s) are measured
 by benchmarks.soak, not asserted on a shared CI machine. Time is bounded as the process's CPU
 time (every thread's), which a runaway request spends and a busy neighbour does not; wall time
-has a looser bound that catches a request that hangs."""
+has a looser bound that catches a request that hangs. The test process's own objects (torch,
+transformers, every earlier test's) are frozen first (gc.freeze, which costs nothing), so that a full garbage
+collection the request's allocations happen to trigger walks what the request made, as in
+the served process, not the test suite's heap."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,11 +41,15 @@ def _status_kb(field: str) -> int:
 def measured(fn: Callable[[], Any]) -> tuple[Any, Cost]:
     """fn()'s result and what it cost: wall and CPU time, and how far the peak RSS rose above
     the RSS it started from."""
-    Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from now
-    before = _status_kb("VmRSS")
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = fn()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    gc.freeze()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from now
+        before = _status_kb("VmRSS")
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        gc.unfreeze()
     return result, Cost(wall, cpu, (_status_kb("VmHWM") - before) / 1024)
 
 

@@ -164,6 +164,16 @@ def test_tei_routes(server, pipes):
     assert status == 200 and [t["id"] for t in toks[0]] == enc.ids
     assert toks[0][0]["special"] and not toks[0][1]["special"]
     assert "Paris est belle"[toks[0][1]["start"]:toks[0][1]["stop"]].strip() == "Paris"
+    # TEI's /decode: the ids /tokenize gave back to text, as the tokenizer itself decodes them
+    status, _, texts = http(fe + "/decode", "POST", {"ids": enc.ids})
+    assert status == 200 and texts == [pipe.tokenizer.backend.decode(enc.ids)] == ["Paris est belle"]
+    both = [enc.ids, pipe.tokenizer.encode(["Berlin"])[0].ids]
+    status, _, texts = http(fe + "/decode", "POST", {"ids": both, "skip_special_tokens": False})
+    assert status == 200 and texts == [pipe.tokenizer.backend.decode(ids, skip_special_tokens=False)
+                                       for ids in both]
+    assert texts[1].startswith("<s>") and texts[1].endswith("</s>")
+    status, _, body = http(fe + "/decode", "POST", {"ids": [5, 250_002]})
+    assert status == 422 and "250002" in body["error"]
     status, _, info = http(fe + "/info")
     assert status == 200 and info["model_type"]["embedding"]["pooling"]
     assert info["max_input_length"] == pipe.manifest.max_length and "/" not in info["model_id"]

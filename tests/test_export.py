@@ -237,17 +237,17 @@ def test_the_shared_table_becomes_signed_for_the_head(x_shape):
 @pytest.mark.main_env_only
 def test_all_precisions_and_forced_external_data(model_factory, tmp_path):
     from xlmr_serverless.export.build import ExportOptions, build_bundle
-    from xlmr_serverless.runtime import load
+    from xlmr_serverless.runtime import load, precisions
 
     out = tmp_path / "b"
     m = build_bundle(model_factory("text-classification"), "text-classification", out,
-                     ExportOptions(precisions=("fp32", "int8", "fp16", "int4"),
-                                   min_agreement=0.0),
+                     ExportOptions(precisions=precisions.NAMES, min_agreement=0.0),
                      log=lambda s: None)
     by = {f.precision: f for f in m.files}
-    assert {"fp32": "cpu", "int8": "cpu", "fp16": "cuda", "int4": "cpu"} == \
-        {p: f.provider for p, f in by.items()}
-    for p in ("fp32", "int8", "int4"):
+    assert {p: f.provider for p, f in by.items()} == \
+        {name: entry.provider for name, entry in precisions.REGISTRY.items()}
+    assert {"fp32", "int8", "int4", "fp16"} <= set(by)
+    for p in (name for name, entry in precisions.REGISTRY.items() if entry.provider == "cpu"):
         assert by[p].external_data, p  # weights in <file>.data
         assert (out / by[p].external_data[0]["path"]).stat().st_size > by[p].size
         pipe = load(out, precision=p)

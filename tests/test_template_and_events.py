@@ -53,8 +53,15 @@ def test_template_routes_match_the_handler():
     fn = t["Resources"]["InferenceFunction"]["Properties"]
     from xlmr_serverless.aws_lambda.routes import ROUTES
 
+    wanted = {(r.method, r.path) for r in ROUTES}
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in fn["Events"].values()}
-    assert routes == {(r.method, r.path) for r in ROUTES}
+    assert routes == wanted, f"Events: missing {wanted - routes}, extra {routes - wanted}"
+    # every route is in the API's definition, which puts the authorizer on it: a route left
+    # out would be served without authorization
+    body = t["Resources"]["HttpApi"]["Properties"]["DefinitionBody"]["paths"]
+    defined = {(m.upper(), p) for p, ops in body.items() for m, op in ops.items()
+               if "security" in op}
+    assert defined == wanted, f"DefinitionBody: missing {wanted - defined}, extra {defined - wanted}"
     assert fn["PackageType"] == "Image"
     assert t["Resources"]["InferenceFunction"]["Metadata"]["Dockerfile"] == "lambda/Dockerfile"
     assert {"MemorySize", "Architecture", "Timeout", "ModelBucket", "AuthType"} <= set(t["Parameters"])
