@@ -43,6 +43,15 @@ def openapi_document(task: str | None = None) -> dict[str, Any]:
     return document(ROUTES, task)
 
 
+def invocations(service: Service, body: Any) -> Any:
+    """SageMaker's POST /invocations: the bundle's natural route (its spec's
+    `natural_route`, as TEI dispatches /invocations by model type), body checked against
+    that route's schema."""
+    natural = route("POST", service.ready().spec.natural_route)
+    assert natural is not None, "a task spec names a route the table lacks"
+    return service.answer(natural, body)[0]
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/health", Service.health, "health", "Model, task, provider and precision",
           schemas.HEALTH_ANSWER, any_task=True, needs_model=False, also=(503,)),
@@ -69,6 +78,17 @@ ROUTES: tuple[Route, ...] = (
           "Text Embeddings Inference's /tokenize", schemas.TOKENIZE_ANSWER, schemas.TOKENIZE,
           {"inputs": "XLM-R runs on AWS Lambda.", "add_special_tokens": True}, any_task=True,
           errors="tei"),
+    Route("POST", "/similarity", Service.similarity, "similarity",
+          "Text Embeddings Inference's /similarity", schemas.SIMILARITY_ANSWER, schemas.SIMILARITY,
+          {"inputs": {"source_sentence": "What is XLM-R?",
+                      "sentences": ["XLM-R is a multilingual encoder.", "Lambda runs code."]}},
+          errors="tei"),
+    Route("GET", "/ping", Service.health, "ping", "SageMaker's health check (as /health)",
+          schemas.HEALTH_ANSWER, any_task=True, needs_model=False, also=(503,)),
+    Route("POST", "/invocations", invocations, "invocations",
+          "SageMaker's inference route: the bundle's natural route (/embed or /predict)",
+          schemas.INVOCATIONS_ANSWER, schemas.INVOCATIONS, {"inputs": ["What is XLM-R?"]},
+          any_task=True, errors="tei"),
     Route("POST", "/decode", Service.decode, "decode", "Text Embeddings Inference's /decode",
           schemas.DECODE_ANSWER, schemas.DECODE,
           {"ids": [0, 1542, 9, 1], "skip_special_tokens": True}, any_task=True, errors="tei"),

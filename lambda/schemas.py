@@ -45,6 +45,21 @@ TOKENIZE: Schema = {
     "type": "object", "required": ["inputs"], "additionalProperties": False,
     "properties": {"inputs": TEXTS, "add_special_tokens": BOOL, "prompt_name": PROMPT_NAME}}
 
+SIMILARITY: Schema = {
+    "type": "object", "required": ["inputs"], "additionalProperties": False,
+    "properties": {
+        "inputs": {"type": "object", "required": ["source_sentence", "sentences"],
+                   "additionalProperties": False,
+                   "properties": {"source_sentence": TEXT,
+                                  "sentences": {"type": "array", "items": TEXT}}},
+        "parameters": {"type": ["object", "null"], "additionalProperties": False,
+                       "properties": {"truncate": BOOL, "truncation_direction": DIRECTION,
+                                      "prompt_name": PROMPT_NAME}}}}
+# SageMaker's /invocations: the body of the bundle's natural route (checked against its schema)
+INVOCATIONS: Schema = {"description": "the body of the bundle's natural route: /embed's for an "
+                                      "embedding bundle, /predict's for the others",
+                       "type": "object"}
+
 TOKEN_IDS: Schema = {"type": "array", "items": {"type": "integer", "minimum": 0,
                                                 "maximum": 1_000_000}}
 DECODE: Schema = {
@@ -79,6 +94,8 @@ RERANK_ANSWER: Schema = {"type": "array", "items": {
     "type": "object", "required": ["index", "score"],
     "properties": {"index": {"type": "integer"}, "score": {"type": "number"},
                    "text": {"type": "string"}}}}
+SIMILARITY_ANSWER: Schema = {"type": "array", "items": {"type": "number"}}
+INVOCATIONS_ANSWER: Schema = {"description": "the natural route's answer"}
 DECODE_ANSWER: Schema = {"type": "array", "items": {"type": "string"}}
 TOKENIZE_ANSWER: Schema = {"type": "array", "items": {"type": "array", "items": TOKEN}}
 

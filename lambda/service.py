@@ -178,6 +178,19 @@ class Service:
         add = body.get("add_special_tokens", True)
         return self.ready().tokenize(self._texts(body, "inputs"), add_special_tokens=add)
 
+    def similarity(self, body: dict[str, Any]) -> list[float]:
+        """TEI's /similarity: {"inputs": {"source_sentence", "sentences"}, "parameters":
+        {"truncate", "truncation_direction", "prompt_name"}} -> each sentence's cosine
+        similarity with the source."""
+        pair, params = body["inputs"], body.get("parameters") or {}
+        if not pair["sentences"]:
+            raise EmptyInputError("inputs.sentences is empty")
+        self.no_prompts(params)
+        self.check_count([pair["source_sentence"], *pair["sentences"]])
+        pipe: Any = self.ready()  # served by feature-extraction only (answer() checked)
+        return pipe.cosine(pair["source_sentence"], pair["sentences"],
+                           truncate=flag(params, "truncate"), direction=direction(params))
+
     def decode(self, body: dict[str, Any]) -> list[str]:
         """TEI's /decode: {"ids": [int] or [[int]], "skip_special_tokens": true} -> a text
         per sequence, always a list."""

@@ -112,6 +112,51 @@ def test_inference_client_every_task(server, pipes):
     assert sims == pytest.approx([float(emb[1] @ emb[0]), float(emb[2] @ emb[0])], abs=1e-5)
 
 
+def test_tei_similarity_through_the_inference_client(server, pipes):
+    """TEI's /similarity, called by huggingface_hub's InferenceClient pointed at it: the cosine
+    of each sentence with the source, as /predict's sentence similarity and the embeddings
+    give it; TEI's statuses for an empty list and an over-large batch."""
+    hub = pytest.importorskip("huggingface_hub")
+    url = server("feature-extraction")
+    source, sentences = "Machine learning is easy.", ["Deep learning is simple.", "I like trains."]
+    sims = hub.InferenceClient(model=url + "/similarity").sentence_similarity(source, sentences)
+    emb = pipes("feature-extraction").embed([source, *sentences], normalize=True)
+    assert sims == pytest.approx([float(emb[1] @ emb[0]), float(emb[2] @ emb[0])], abs=1e-5)
+    status, _, left = http(url + "/similarity", "POST", {
+        "inputs": {"source_sentence": "word " * 600, "sentences": ["word " * 600]},
+        "parameters": {"truncate": True, "truncation_direction": "Left"}})
+    assert status == 200 and left == pytest.approx([1.0], abs=1e-5)
+    status, _, body = http(url + "/similarity", "POST",
+                           {"inputs": {"source_sentence": "a", "sentences": []}})
+    assert (status, body["error_type"]) == (400, "empty")
+    status, _, body = http(url + "/similarity", "POST",
+                           {"inputs": {"source_sentence": "a", "sentences": ["b"] * 64}})
+    assert (status, body["error_type"]) == (413, "validation")  # 65 texts with the source
+    status, _, body = http(server("text-classification") + "/similarity", "POST",
+                           {"inputs": {"source_sentence": "a", "sentences": ["b"]}})
+    assert status == 400 and "feature-extraction" in body["error"]
+
+
+def test_sagemaker_contract(server, pipes):
+    """SageMaker's container contract: GET /ping answers as /health, POST /invocations as the
+    bundle's natural route (/embed for an embedding bundle, /predict for the others)."""
+    fe, tc = server("feature-extraction"), server("text-classification")
+    for url in (fe, tc):
+        (status, _, ping), (_, _, health) = http(url + "/ping"), http(url + "/health")
+        assert status == 200 and ping == health and ping["status"] == "ok"
+    body = {"inputs": ["hello world", "bonjour"], "normalize": False}
+    status, _, got = http(fe + "/invocations", "POST", body)
+    assert status == 200 and got == http(fe + "/embed", "POST", body)[2]
+    body = {"inputs": ["I love it"], "parameters": {"top_k": 2}}
+    status, _, got = http(tc + "/invocations", "POST", body)
+    assert status == 200 and got == http(tc + "/predict", "POST", body)[2]
+    # the natural route's schema holds: /embed takes no `parameters`
+    status, _, err = http(fe + "/invocations", "POST", {"inputs": "x", "parameters": {}})
+    assert status == 422 and "parameters" in err["error"]
+    status, _, err = http(fe + "/invocations", "POST", ["x"])
+    assert status == 422
+
+
 def test_openai_client_embeddings(server, pipes):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=server("feature-extraction") + "/v1", api_key="unused",

@@ -342,7 +342,8 @@ def test_every_request_field_is_checked_by_its_routes_schema(handlers):
     from xlmr_serverless.runtime.tasks import specs
 
     checked = 0
-    for r in (r for r in ROUTES if r.request is not None):
+    # (a route that hands its body to another route, /invocations, is that route's schema)
+    for r in (r for r in ROUTES if r.request is not None and "properties" in r.request):
         task = next((t for t, s in specs().items() if r.path in s.routes), "feature-extraction")
         handler = handlers(task)
         sample = dict(r.sample or specs()[task].sample)

@@ -104,3 +104,31 @@ def test_sample_events_through_xlmr_invoke(bundle_factory, kind, name, capsys):
     response = json.loads(out[out.index("{\n"):])
     assert response["statusCode"] == 200, response
     assert json.loads(response["body"])
+
+
+def test_the_gpu_image_starts_as_sagemaker_starts_it(tmp_path):
+    """SageMaker runs `docker run IMAGE serve` and talks to port 8080: the GPU image's CMD is
+    `serve`, and the script its Dockerfile writes execs waitress on 0.0.0.0:8080 with the WSGI
+    app the tests serve (run here with a waitress-serve stand-in that records its argv)."""
+    import re
+    import stat
+
+    text = (ROOT / "lambda" / "Dockerfile.gpu").read_text()
+    assert text.rstrip().splitlines()[-1] == 'CMD ["serve"]'
+    script = re.search(r"printf '(.*?)' \\\s*> /opt/venv/bin/serve", text, re.S)
+    assert script, "the Dockerfile writes /opt/venv/bin/serve with printf"
+    serve = tmp_path / "serve"
+    serve.write_text(script.group(1).encode().decode("unicode_escape"))
+    serve.chmod(serve.stat().st_mode | stat.S_IEXEC)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "waitress-serve").write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "argv"}\n')
+    (fake / "waitress-serve").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    assert subprocess.run([str(serve)], env=env, timeout=30).returncode == 0
+    args = (tmp_path / "argv").read_text().split()
+    assert args[0] == "--listen=0.0.0.0:8080" and args[1] == "--call"
+    module, name = args[2].split(":")
+    from importlib import import_module
+
+    assert callable(getattr(import_module(module), name))

@@ -20,7 +20,8 @@ TRUNCATION = nullable(either(BOOL, choice("longest_first", "do_not_truncate")))
 SPEC = TaskSpec(
     name="feature-extraction", auto_class="AutoModel", head=None,
     outputs=(Output("last_hidden_state", ("batch", "sequence", None)),), parity="cosine",
-    truncation={"truncation": True}, routes=("/predict", "/embed", "/v1/embeddings"),
+    truncation={"truncation": True},
+    routes=("/predict", "/embed", "/v1/embeddings", "/similarity"), natural_route="/embed",
     sample={"inputs": "XLM-R runs on AWS Lambda."},
     parameters={"truncation": TRUNCATION,
                 "tokenize_kwargs": kwargs(truncation=TRUNCATION, max_length=POSITIVE_INT),
@@ -125,8 +126,14 @@ class FeatureExtractionPipeline(Pipeline):
         if unknown:
             raise InvalidInputError(f"unknown parameter(s) {', '.join(sorted(unknown))} for "
                                     "sentence similarity; allowed: truncation")
-        vectors = self.embed([source, *sentences], normalize=True,
-                             truncate=bool(params.get("truncation")))
+        return self.cosine(source, sentences, truncate=bool(params.get("truncation")))
+
+    def cosine(self, source: str, sentences: list[str], truncate: bool = False,
+               direction: str = "right") -> list[float]:
+        """The cosine similarity of each sentence's embedding with the source's (TEI's
+        /similarity, the Inference API's sentence-similarity)."""
+        vectors = self.embed([source, *sentences], normalize=True, truncate=truncate,
+                             direction=direction)
         return [float(x) for x in vectors[1:] @ vectors[0]]
 
     def count_tokens(self, texts: list[str]) -> list[int]:

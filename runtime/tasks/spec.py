@@ -51,6 +51,8 @@ class TaskSpec:
     truncation: Mapping[str, Any] | None = None  # parameters that ask this pipeline to truncate
     truncation_hint: str = ""  # said when truncation is asked of a task that has none
     routes: tuple[str, ...] = ("/predict",)  # POST routes that serve this task
+    # the route SageMaker's /invocations answers with, as TEI dispatches it
+    natural_route: str = "/predict"
     optimum_class: str | None = None  # optimum.onnxruntime class (benchmarks)
 
     @property
