@@ -452,7 +452,16 @@ def _sentence_embedding(model_id: str | Path) -> dict[str, Any] | None:
     normalize = modules.is_file() and "Normalize" in modules.read_text()
     st_cfg = folder / "sentence_bert_config.json"
     max_seq = json.loads(st_cfg.read_text()).get("max_seq_length") if st_cfg.is_file() else None
-    return {"pooling": mode, "normalize": normalize, "max_seq_length": max_seq}
+    found = {"pooling": mode, "normalize": normalize, "max_seq_length": max_seq}
+    st_model = folder / "config_sentence_transformers.json"
+    model_cfg = json.loads(st_model.read_text()) if st_model.is_file() else {}
+    if model_cfg.get("prompts"):
+        if cfg.get("include_prompt") is False:  # pooling that leaves the prompt's tokens out
+            raise ExportError("this model's pooling leaves its prompt's tokens out "
+                              "(include_prompt: false), which the runtime does not do")
+        found["prompts"] = {str(k): str(v) for k, v in model_cfg["prompts"].items()}
+        found["default_prompt_name"] = model_cfg.get("default_prompt_name")
+    return found
 
 
 def _print_summary(manifest: Manifest, output: Path, log: Callable[[str], None]) -> None:

@@ -15,6 +15,8 @@ DIRECTION: Schema = {"type": "string", "enum": ["Right", "Left", "right", "left"
 NUMBERS: Schema = {"type": "array", "items": {"type": "number"}}
 # which prompts a bundle has is the bundle's: the schema takes a name, the service checks it
 PROMPT_NAME: Schema = {"type": ["string", "null"]}
+# the embedding's first dimensions, normalised after (the bundle's width bounds it)
+DIMENSIONS: Schema = {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000}
 # the task's parameters: an object here; the pipeline holds it to the task's own schema
 # (runtime/parameters.py), which the document publishes in this one's place
 PARAMETERS: Schema = {"type": ["object", "null"]}
@@ -30,12 +32,13 @@ PREDICT: Schema = {
 EMBED: Schema = {
     "type": "object", "required": ["inputs"], "additionalProperties": False,
     "properties": {"inputs": TEXTS, "normalize": BOOL, "truncate": BOOL, "truncation": BOOL,
-                   "truncation_direction": DIRECTION, "prompt_name": PROMPT_NAME}}
+                   "truncation_direction": DIRECTION, "prompt_name": PROMPT_NAME,
+                   "dimensions": DIMENSIONS}}
 OPENAI_EMBEDDINGS: Schema = {
     "type": "object", "required": ["input"], "additionalProperties": False,
     "properties": {"input": TEXTS, "model": {"type": "string"},
                    "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-                   "dimensions": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                   "dimensions": DIMENSIONS,
                    "user": {"type": "string"}, "truncate": BOOL}}
 RERANK: Schema = {
     "type": "object", "required": ["query", "texts"], "additionalProperties": False,

@@ -138,13 +138,13 @@ class Service:
     def embed(self, body: Any) -> Any:
         """Text Embeddings Inference's /embed: {"inputs", "normalize", "truncate",
         "truncation_direction"} (HF's `truncation` is the same as `truncate`)."""
-        self.no_prompts(body)
         texts = self._texts(body, "inputs")
         normalize = body.get("normalize", True)
         pipe: Any = self.ready()  # /embed is served only by feature-extraction (answer())
         return vectors_as(pipe.embed(texts, normalize=normalize,
                                      truncate=flag(body, "truncate", "truncation"),
-                                     direction=direction(body)), "float")
+                                     direction=direction(body), dimensions=body.get("dimensions"),
+                                     prompt_name=body.get("prompt_name")), "float")
 
     def openai_embeddings(self, body: Any) -> dict[str, Any]:
         """OpenAI's /v1/embeddings: {"input", "model", "encoding_format", "dimensions",
@@ -152,13 +152,9 @@ class Service:
         encoding = body.get("encoding_format") or "float"
         pipe: Any = self.ready()
         texts = self._texts(body, "input")
-        dims, width = body.get("dimensions"), pipe.bundle.output_width
-        if dims is not None and dims != width:  # before any work
-            raise HttpError(422, "validation", f"dimensions: this model's embeddings have "
-                                               f"{width} dimensions and it was not trained to "
-                                               f"be shortened; ask for {width} or leave it out")
         with pipe.meter() as usage:
-            vectors = pipe.embed(texts, truncate=flag(body, "truncate"))
+            vectors = pipe.embed(texts, truncate=flag(body, "truncate"),
+                                 dimensions=body.get("dimensions"))
         return {"object": "list", "model": pipe.manifest.name,
                 "data": [{"object": "embedding", "index": i, "embedding": v}
                          for i, v in enumerate(vectors_as(vectors, encoding))],
@@ -174,9 +170,14 @@ class Service:
 
     def tokenize(self, body: Any) -> list[list[dict[str, Any]]]:
         """TEI's /tokenize: each input's tokens with id, text, special and character span."""
-        self.no_prompts(body)
         add = body.get("add_special_tokens", True)
-        return self.ready().tokenize(self._texts(body, "inputs"), add_special_tokens=add)
+        pipe: Any = self.ready()
+        texts = self._texts(body, "inputs")
+        if body.get("prompt_name") is not None or pipe.task == "feature-extraction":
+            if pipe.task != "feature-extraction":
+                raise InvalidInputError("prompt_name: only an embedding bundle has prompts")
+            texts = pipe.with_prompt(texts, body.get("prompt_name"))
+        return pipe.tokenize(texts, add_special_tokens=add)
 
     def similarity(self, body: dict[str, Any]) -> list[float]:
         """TEI's /similarity: {"inputs": {"source_sentence", "sentences"}, "parameters":
@@ -185,11 +186,11 @@ class Service:
         pair, params = body["inputs"], body.get("parameters") or {}
         if not pair["sentences"]:
             raise EmptyInputError("inputs.sentences is empty")
-        self.no_prompts(params)
         self.check_count([pair["source_sentence"], *pair["sentences"]])
         pipe: Any = self.ready()  # served by feature-extraction only (answer() checked)
         return pipe.cosine(pair["source_sentence"], pair["sentences"],
-                           truncate=flag(params, "truncate"), direction=direction(params))
+                           truncate=flag(params, "truncate"), direction=direction(params),
+                           prompt_name=params.get("prompt_name"))
 
     def decode(self, body: dict[str, Any]) -> list[str]:
         """TEI's /decode: {"ids": [int] or [[int]], "skip_special_tokens": true} -> a text
@@ -206,10 +207,7 @@ class Service:
         self.check_count(texts)
         return texts
 
-    @staticmethod
-    def no_prompts(body: dict[str, Any]) -> None:
-        if body.get("prompt_name") is not None:
-            raise InvalidInputError("prompt_name: this bundle has no prompts")
+
 
 
 def parse_json(body: str | None, limit: int) -> Any:

@@ -137,6 +137,24 @@ def test_tei_similarity_through_the_inference_client(server, pipes):
     assert status == 400 and "feature-extraction" in body["error"]
 
 
+def test_tei_dimensions_and_prompts(server, pipes):
+    """TEI's `dimensions` on /embed (the first ones, normalised after) and `prompt_name` on
+    /embed, /tokenize and /similarity: a bundle without prompts names none, a 422."""
+    url, pipe = server("feature-extraction"), pipes("feature-extraction")
+    status, _, vecs = http(url + "/embed", "POST", {"inputs": ["hello", "world"], "dimensions": 8})
+    assert status == 200 and np.allclose(
+        vecs, pipe.embed(["hello", "world"], normalize=True, dimensions=8), atol=1e-6)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+    for path, body in (("/embed", {"inputs": "x", "prompt_name": "query"}),
+                       ("/tokenize", {"inputs": "x", "prompt_name": "query"}),
+                       ("/similarity", {"inputs": {"source_sentence": "a", "sentences": ["b"]},
+                                        "parameters": {"prompt_name": "query"}})):
+        status, _, body = http(url + path, "POST", body)
+        assert status == 422 and "no prompts" in body["error"], (path, body)
+    status, _, body = http(url + "/embed", "POST", {"inputs": "x", "dimensions": 10_000})
+    assert status == 422 and "dimensions" in body["error"]
+
+
 def test_sagemaker_contract(server, pipes):
     """SageMaker's container contract: GET /ping answers as /health, POST /invocations as the
     bundle's natural route (/embed for an embedding bundle, /predict for the others)."""
@@ -180,8 +198,12 @@ def test_openai_client_embeddings(server, pipes):
     dim = expect.shape[1]
     assert len(client.embeddings.create(model="x", input="a", dimensions=dim).data[0].embedding) \
         == dim
-    with pytest.raises(openai.UnprocessableEntityError, match=f"have {dim} dimensions"):
-        client.embeddings.create(model="x", input="a", dimensions=dim // 2)
+    # fewer dimensions (Matryoshka): the first ones, normalised after
+    short = client.embeddings.create(model="x", input="a", dimensions=dim // 2).data[0].embedding
+    assert len(short) == dim // 2
+    assert np.allclose(short, pipe.embed(["a"], dimensions=dim // 2)[0], atol=1e-6)
+    with pytest.raises(openai.UnprocessableEntityError, match=f"between 1 and {dim}"):
+        client.embeddings.create(model="x", input="a", dimensions=dim + 1)
 
 
 def test_tei_routes(server, pipes):

@@ -3,12 +3,15 @@ accuracy gate (the case onnxruntime #9599 reports collapsing) with sentence-embe
 >= 0.99 against fp32."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 
 from tests.conftest import TEXTS, needs_torch
 from tests.test_int8_search import ACCURACY_TEXT
+from xlmr_serverless.runtime.errors import InvalidInputError
 
 pytestmark = needs_torch
 
@@ -103,3 +106,47 @@ def test_sentence_embeddings_match_sentence_transformers_semantics(minilm, tmp_p
     ref = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=1)
     ours = load(tmp_path / "b", precision="fp32").embed(texts, truncate=True)
     np.testing.assert_allclose(ours, ref.numpy(), atol=1e-5)
+
+
+def test_prompts_and_dimensions_as_sentence_transformers_encodes(minilm, tmp_path):
+    """A checkpoint whose config_sentence_transformers.json declares prompts: the bundle records
+    them, and embed(prompt_name=..., dimensions=...) is what sentence-transformers' encode
+    gives on the original weights (prompt before the text, the default prompt when none is
+    named, the first dimensions kept before normalising)."""
+    import json
+    import shutil
+
+    st = pytest.importorskip("sentence_transformers")
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.export.convert import minilm_source
+    from xlmr_serverless.runtime import load
+
+    prompts = {"query": "query: ", "passage": "passage: "}
+
+    def with_prompts(folder):
+        cfg_file = folder / "config_sentence_transformers.json"
+        cfg = json.loads(cfg_file.read_text())
+        cfg_file.write_text(json.dumps({**cfg, "prompts": prompts,
+                                        "default_prompt_name": "passage"}))
+        return folder
+
+    ours_src = with_prompts(Path(shutil.copytree(minilm, tmp_path / "src")))
+    ref_src = with_prompts(Path(shutil.copytree(minilm_source(), tmp_path / "ref")))
+    m = build_bundle(ours_src, "feature-extraction", tmp_path / "b",
+                     ExportOptions(precisions=("fp32",)), log=lambda s: None)
+    assert m.sentence_embedding["prompts"] == prompts
+    assert m.sentence_embedding["default_prompt_name"] == "passage"
+    pipe = load(tmp_path / "b", precision="fp32")
+    ref = st.SentenceTransformer(str(ref_src), device="cpu")
+    texts = TEXTS[:4]
+    for name in ("query", None):
+        for dims in (None, 64):
+            want = ref.encode(texts, prompt_name=name, truncate_dim=dims,
+                              normalize_embeddings=True, convert_to_numpy=True)
+            got = pipe.embed(texts, prompt_name=name, dimensions=dims)
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=2e-5, err_msg=f"{name} {dims}")
+    with pytest.raises(InvalidInputError, match="passage, query"):
+        pipe.embed(texts, prompt_name="document")
+    with pytest.raises(InvalidInputError, match="between 1 and 384"):
+        pipe.embed(texts, dimensions=385)

@@ -80,6 +80,7 @@ class FeatureExtractionPipeline(Pipeline):
         hidden = outputs[0][0]
         if options["sentence"]:
             vector = pool(hidden[None], np.ones((1, len(hidden))), options["pooling"])[0]
+            vector = vector[:options["dimensions"]] if options.get("dimensions") else vector
             vector = l2_normalize(vector) if options["normalize"] else vector
             return vector.astype(np.float32) if options.get("arrays") else vector.tolist()
         return hidden[None] if options["tensors"] else [hidden.tolist()]
@@ -87,19 +88,25 @@ class FeatureExtractionPipeline(Pipeline):
     def answer_bytes(self, prepared: Prepared, options: Options) -> int:
         """Token embeddings are tokens x hidden floats; a sentence embedding hidden floats."""
         tokens = 1 if options["sentence"] else sum(len(r) for r in prepared.rows)
-        return tokens * self.bundle.output_width * FLOAT_JSON_BYTES
+        width = options.get("dimensions") or self.bundle.output_width
+        return tokens * width * FLOAT_JSON_BYTES
 
     @property
     def sentence_config(self) -> dict[str, Any]:
         return self.manifest.sentence_embedding or {"pooling": "cls", "normalize": False}
 
     def embed(self, texts: list[str], pooling: str | None = None, normalize: bool | None = None,
-              truncate: bool = False, direction: str = "right") -> np.ndarray:
-        """Sentence embeddings [n, dim], float32, in input order. Texts over the limit are an
-        error unless `truncate` (the limit is sentence-transformers' max_seq_length), which
-        cuts the end of the text (or its start, `direction="left"`)."""
+              truncate: bool = False, direction: str = "right", dimensions: int | None = None,
+              prompt_name: str | None = None, prompt: str | None = None) -> np.ndarray:
+        """Sentence embeddings [n, dim], float32, in input order, as sentence-transformers'
+        encode computes them. Texts over the limit are an error unless `truncate` (the limit
+        is sentence-transformers' max_seq_length), which cuts the end of the text (or its
+        start, `direction="left"`). `dimensions` keeps the first ones, before normalising
+        (Matryoshka models); `prompt_name` (one of the bundle's prompts) or `prompt` goes
+        before each text, and the bundle's default prompt when neither is given."""
         options = {**self.sentence_options(pooling, normalize, truncate, direction),
-                   "arrays": True}
+                   "arrays": True, "dimensions": self.checked_dimensions(dimensions)}
+        texts = self.with_prompt(texts, prompt_name, prompt)
         self.check_texts(texts, f"{len(texts)} text(s) to embed")
         prepared = self.preprocess(texts, options)
         self.check_cost(prepared, options)
@@ -129,12 +136,39 @@ class FeatureExtractionPipeline(Pipeline):
         return self.cosine(source, sentences, truncate=bool(params.get("truncation")))
 
     def cosine(self, source: str, sentences: list[str], truncate: bool = False,
-               direction: str = "right") -> list[float]:
+               direction: str = "right", prompt_name: str | None = None) -> list[float]:
         """The cosine similarity of each sentence's embedding with the source's (TEI's
         /similarity, the Inference API's sentence-similarity)."""
         vectors = self.embed([source, *sentences], normalize=True, truncate=truncate,
-                             direction=direction)
+                             direction=direction, prompt_name=prompt_name)
         return [float(x) for x in vectors[1:] @ vectors[0]]
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The bundle's prompts by name (config_sentence_transformers.json's)."""
+        return dict(self.sentence_config.get("prompts") or {})
+
+    def with_prompt(self, texts: list[str], prompt_name: str | None = None,
+                    prompt: str | None = None) -> list[str]:
+        """The texts with their prompt before them, as sentence-transformers applies it: an
+        explicit `prompt` first, else the named one, else the bundle's default prompt."""
+        if prompt is None and prompt_name is not None:
+            if prompt_name not in self.prompts:
+                known = ", ".join(sorted(self.prompts)) or "none: this bundle has no prompts"
+                raise InvalidInputError(f"prompt_name {prompt_name!r} is not one of the "
+                                        f"bundle's prompts ({known})")
+            prompt = self.prompts[prompt_name]
+        if prompt is None:
+            prompt = self.prompts.get(self.sentence_config.get("default_prompt_name") or "")
+        return [prompt + t for t in texts] if prompt else texts
+
+    def checked_dimensions(self, dimensions: int | None) -> int | None:
+        """`dimensions` within the embedding's width, else a 422 before any work."""
+        width = self.bundle.output_width
+        if dimensions is not None and not 1 <= dimensions <= width:
+            raise InvalidInputError(f"dimensions must be between 1 and {width} (this model's "
+                                    f"embedding width), got {dimensions}")
+        return dimensions if dimensions != width else None
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text as `embed` sees them (stripped, specials included)."""
