@@ -23,6 +23,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from ..runtime import OverBudgetError
+from ..runtime.usage import Usage
 from .config import PREFIX, Settings, lambda_safe_environment
 from .errors import FATAL, HttpError, error_body, error_response
 from .loading import Loaded, load_pipeline
@@ -111,6 +112,16 @@ def event_route(event: Any) -> Route | None:
     return route(method, path) if isinstance(method, str) and isinstance(path, str) else None
 
 
+def compute_headers(usage: Usage, ms: float, provider: str) -> dict[str, str]:
+    """Text Embeddings Inference's response headers: what the answer cost, in whole
+    milliseconds, characters and tokens (one request runs at a time: no queue)."""
+    return {"x-compute-type": provider, "x-compute-time": str(int(ms)),
+            "x-total-time": str(int(ms)), "x-compute-characters": str(usage.chars),
+            "x-compute-tokens": str(usage.tokens),
+            "x-tokenization-time": str(int(usage.tokenize_ms)), "x-queue-time": "0",
+            "x-inference-time": str(int(usage.inference_ms))}
+
+
 def input_count(request: Any) -> int:
     """How many inputs a request carries, whatever the route's field is called."""
     if not isinstance(request, dict):
@@ -129,20 +140,22 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
             request = parse_json(decoded_body(app.current_event), settings.max_body_bytes) \
                 if r.request is not None else None
             t0 = time.perf_counter()
-            result, tokens = service.answer(r, request)
+            result, usage = service.answer(r, request)
             status, result = (result.status, result.body) if isinstance(result, Reply) \
                 else (200, result)
+            headers: dict[str, str] = {}
             if r.needs_model:  # a request the model answered: timed, counted, logged
                 ms = (time.perf_counter() - t0) * 1000
                 metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=ms)
-                metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
+                metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=usage.tokens)
                 logger.info("answered", extra={
-                    "route": r.path, "latency_ms": round(ms, 2), "tokens": tokens,
+                    "route": r.path, "latency_ms": round(ms, 2), "tokens": usage.tokens,
                     "inputs": input_count(request), "task": service.task,
                     **({"body": app.current_event.body} if settings.log_inputs else {})})
+                headers = compute_headers(usage, ms, service.pipe.provider if service.pipe else "")
             text = json.dumps(result, ensure_ascii=False)
             check_payload(text, settings.max_response_bytes)
-            return Response(status, "application/json", text)
+            return Response(status, "application/json", text, headers=headers)
         return answer
 
     for r in ROUTES:

@@ -14,6 +14,7 @@ from ..runtime.errors import EmptyInputError, InvalidInputError, UnsupportedTask
 from ..runtime.jsonable import vectors_as
 from ..runtime.parameters import violation
 from ..runtime.tasks import specs
+from ..runtime.usage import Usage
 from .errors import HttpError, ModelUnavailable
 
 if TYPE_CHECKING:
@@ -46,11 +47,11 @@ class Service:
                  load_error: BaseException | None = None) -> None:
         self.pipe, self.max_inputs, self.load_error = pipe, max_inputs, load_error
 
-    def answer(self, route: Route, body: Any) -> tuple[Any, int]:
-        """The route's answer and the tokens it ran (for logs and metrics): the bundle must
+    def answer(self, route: Route, body: Any) -> tuple[Any, Usage]:
+        """The route's answer and what it ran (for logs, metrics and headers): the bundle must
         serve the route, the body must match the route's schema, then its view runs."""
         if not route.needs_model:
-            return route.view(self, body), 0
+            return route.view(self, body), Usage()
         pipe = self.ready()
         if not route.any_task and route.path not in pipe.spec.routes:
             served = [t for t, s in specs().items() if route.path in s.routes]
@@ -62,7 +63,7 @@ class Service:
                 raise HttpError(422, "validation", f"{route.path}: {wrong}")
         with pipe.meter() as usage:
             result = route.view(self, body)
-        return result, usage.tokens
+        return result, usage
 
     @property
     def task(self) -> str | None:

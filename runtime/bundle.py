@@ -2,7 +2,6 @@
 (the two slow parts of a cold start), provider and precision chosen and said out loud."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -10,11 +9,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, TypeVar
 
 import numpy as np
 
 from . import precisions as registry
+from . import usage
 from .binding import bound_run, use_io_binding
 from .cpu import isa
 from .errors import BundleError, InputTooLongError
@@ -25,14 +25,6 @@ from .verify import verify_once
 
 log = logging.getLogger("xlmr.runtime")
 T = TypeVar("T")
-
-@dataclasses.dataclass
-class Usage:
-    """What the forward passes inside one `Bundle.meter()` block ran."""
-
-    tokens: int = 0  # real (unpadded) tokens
-    rows: int = 0
-
 
 @dataclasses.dataclass
 class Bundle:
@@ -48,7 +40,6 @@ class Bundle:
     # how long each phase of the load took, ms (tokenizer, session and verify overlap: see
     # open_bundle); `load` is the whole, wall clock
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
-    _meters: threading.local = dataclasses.field(default_factory=threading.local, repr=False)
 
     @property
     def precision(self) -> str:
@@ -70,14 +61,13 @@ class Bundle:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.zeros_like(input_ids)
-        usage = getattr(self._meters, "usage", None)
-        if usage is not None:
-            usage.tokens += int(attention_mask.sum())
-            usage.rows += int(np_rows(input_ids))
         feed = {n: feed[n] for n in self.input_names}
-        if self.io_binding:
-            return bound_run(self.session, feed, self.provider)
-        return list(self.session.run(None, feed))
+        t0 = time.perf_counter()
+        outputs = bound_run(self.session, feed, self.provider) if self.io_binding else \
+            list(self.session.run(None, feed))
+        usage.record(tokens=int(attention_mask.sum()), rows=int(np_rows(input_ids)),
+                     inference_ms=(time.perf_counter() - t0) * 1000)
+        return outputs
 
     def warm_up(self, lengths: tuple[int, ...] = (8, 64, 256)) -> dict[str, float]:
         """One forward pass per sequence length (a <mask> mid-row where the vocabulary has
@@ -152,18 +142,9 @@ class Bundle:
             raise InputTooLongError(f"inputs must have at most {limit} tokens. Given: {n} "
                                     f"(the model's {limit} positions)")
 
-    @contextlib.contextmanager
-    def meter(self) -> Iterator[Usage]:
-        """Count the tokens this thread runs inside the block (for logs, metrics, usage)."""
-        usage, outer = Usage(), getattr(self._meters, "usage", None)
-        self._meters.usage = usage
-        try:
-            yield usage
-        finally:
-            self._meters.usage = outer
-            if outer is not None:
-                outer.tokens += usage.tokens
-                outer.rows += usage.rows
+    def meter(self) -> ContextManager[usage.Usage]:
+        """Count what this thread runs inside the block (runtime/usage.py)."""
+        return usage.meter()
 
 
 def np_rows(input_ids: np.ndarray) -> int:

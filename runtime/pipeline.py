@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, ContextManager, Iterable
 import numpy as np
 
 from .budget import INT_JSON_BYTES, UNLIMITED, Budget, text_json_bytes
-from .bundle import Bundle, Usage
+from .bundle import Bundle
 from .errors import BundleError, EmptyInputError, InvalidInputError
 from .jsonable import to_jsonable
 from .parameters import check
+from .usage import Usage, meter, record
 
 if TYPE_CHECKING:
     from .tasks.spec import TaskSpec
@@ -140,6 +141,7 @@ class Pipeline:
     def check_texts(self, texts: list[str], what: str) -> None:
         """The characters the tokenizer would read, normalised, against max_input_chars:
         its time and memory grow with them (counting stops past the limit)."""
+        record(chars=sum(len(t) for t in texts))
         limit = self.budget.max_input_chars
         if limit is not None:
             self.budget.check_chars(self.tokenizer.normalized_chars(texts, stop_above=limit), what)
@@ -195,8 +197,9 @@ class Pipeline:
         return [self.tokenizer.decode(s, skip_special_tokens) for s in sequences]
 
     def meter(self) -> ContextManager[Usage]:
-        """`with pipe.meter() as usage:` counts the tokens this thread runs in the block."""
-        return self.bundle.meter()
+        """`with pipe.meter() as usage:` counts what this thread runs in the block: tokens,
+        rows, characters read, tokenizer and model time (runtime/usage.py)."""
+        return meter()
 
 
 def tokens_json_bytes(pieces: list[str]) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -13,6 +14,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from .errors import InvalidInputError
+from .usage import record
 
 _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
              (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
@@ -45,10 +47,13 @@ class TextTokenizer:
         tokenizers strategy ('longest_first', 'only_first', 'only_second'), cutting on the
         right (the end) or, with `direction="left"`, the start (TEI's truncation_direction)."""
         with self._truncating(truncation, max_length, stride, direction):
+            t0 = time.perf_counter()
             try:
                 return self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
             except TypeError as exc:  # e.g. a lone surrogate: not text tokenizers can take
                 raise InvalidInputError(f"inputs must be valid Unicode text ({exc})") from exc
+            finally:
+                record(tokenize_ms=(time.perf_counter() - t0) * 1000)
 
     def pieces(self, texts: Sequence[str]) -> list[Encoding]:
         """Each text tokenized once, whole, without special tokens: what the cost of a call is

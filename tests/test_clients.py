@@ -137,6 +137,23 @@ def test_tei_similarity_through_the_inference_client(server, pipes):
     assert status == 400 and "feature-extraction" in body["error"]
 
 
+def test_tei_response_headers(server, pipes):
+    """TEI's x-compute-* headers on an answer the model computed: the characters and tokens it
+    read (as the pipeline counts them), and whole milliseconds, none longer than the whole."""
+    url, pipe = server("feature-extraction"), pipes("feature-extraction")
+    texts = ["hello world", "bonjour le monde, ça va ?"]
+    status, headers, _ = http(url + "/embed", "POST", {"inputs": texts})
+    h = {k.lower(): v for k, v in headers.items()}
+    assert status == 200 and h["x-compute-type"] == "cpu" and h["x-queue-time"] == "0"
+    assert int(h["x-compute-tokens"]) == sum(pipe.count_tokens(texts))
+    assert int(h["x-compute-characters"]) == sum(len(t) for t in texts)
+    total = int(h["x-total-time"])
+    assert h["x-compute-time"] == h["x-total-time"]
+    assert 0 <= int(h["x-inference-time"]) <= total and 0 <= int(h["x-tokenization-time"]) <= total
+    status, headers, _ = http(url + "/health")
+    assert status == 200 and "x-compute-tokens" not in {k.lower() for k in headers}
+
+
 def test_tei_dimensions_and_prompts(server, pipes):
     """TEI's `dimensions` on /embed (the first ones, normalised after) and `prompt_name` on
     /embed, /tokenize and /similarity: a bundle without prompts names none, a 422."""
