@@ -34,6 +34,10 @@ EMBED: Schema = {
     "properties": {"inputs": TEXTS, "normalize": BOOL, "truncate": BOOL, "truncation": BOOL,
                    "truncation_direction": DIRECTION, "prompt_name": PROMPT_NAME,
                    "dimensions": DIMENSIONS}}
+EMBED_ALL: Schema = {
+    "type": "object", "required": ["inputs"], "additionalProperties": False,
+    "properties": {"inputs": TEXTS, "truncate": BOOL, "truncation": BOOL,
+                   "truncation_direction": DIRECTION, "prompt_name": PROMPT_NAME}}
 OPENAI_EMBEDDINGS: Schema = {
     "type": "object", "required": ["input"], "additionalProperties": False,
     "properties": {"input": TEXTS, "model": {"type": "string"},
@@ -84,6 +88,7 @@ OPENAPI_ANSWER: Schema = {"type": "object", "required": ["openapi", "paths"]}
 PREDICT_ANSWER: Schema = {
     "description": "the task's answer, as the Hugging Face Inference API gives it"}
 EMBED_ANSWER: Schema = {"type": "array", "items": NUMBERS}
+EMBED_ALL_ANSWER: Schema = {"type": "array", "items": {"type": "array", "items": NUMBERS}}
 OPENAI_EMBEDDINGS_ANSWER: Schema = {
     "type": "object", "required": ["object", "model", "data", "usage"],
     "properties": {"object": {"const": "list"}, "model": {"type": "string"},

@@ -147,6 +147,14 @@ class Service:
                                      direction=direction(body), dimensions=body.get("dimensions"),
                                      prompt_name=body.get("prompt_name")), "float")
 
+    def embed_all(self, body: dict[str, Any]) -> list[list[list[float]]]:
+        """Text Embeddings Inference's /embed_all: every token's vector, per text."""
+        texts = self._texts(body, "inputs")
+        pipe: Any = self.ready()  # served by feature-extraction only (answer() checked)
+        return [vectors_as(v, "float") for v in pipe.token_vectors(
+            texts, truncate=flag(body, "truncate", "truncation"), direction=direction(body),
+            prompt_name=body.get("prompt_name"))]
+
     def openai_embeddings(self, body: Any) -> dict[str, Any]:
         """OpenAI's /v1/embeddings: {"input", "model", "encoding_format", "dimensions",
         "user"}; base64 is the float32 little-endian bytes, as OpenAI sends them."""

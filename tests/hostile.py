@@ -73,6 +73,8 @@ CASES: tuple[Case, ...] = (
          route="/invocations"),
     case("invocations-many-inputs", "feature-extraction", {"inputs": ["a"] * 100_000}, 413,
          route="/invocations"),
+    case("embed-all-every-token", "feature-extraction",
+         {"inputs": ["word " * 600] * 64, "truncate": True}, 413, route="/embed_all"),
     case("decode-every-id", "feature-extraction", {"ids": [5] * 300_000}, 413, route="/decode"),
     case("decode-many-sequences", "feature-extraction", {"ids": [[5]] * 150_000}, 413,
          route="/decode"),

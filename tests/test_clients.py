@@ -154,6 +154,23 @@ def test_tei_response_headers(server, pipes):
     assert status == 200 and "x-compute-tokens" not in {k.lower() for k in headers}
 
 
+def test_tei_embed_all(server, pipes):
+    """TEI's /embed_all: every token's vector (specials included), the pipeline's token
+    embeddings as they are; truncation as /embed has it; the budget counts tokens x hidden."""
+    url, pipe = server("feature-extraction"), pipes("feature-extraction")
+    texts = ["hello world", "bonjour"]
+    status, _, got = http(url + "/embed_all", "POST", {"inputs": texts})
+    assert status == 200 and len(got) == 2
+    # (as one batch: int8 activations are quantized per batch)
+    for text, vectors, expect in zip(texts, got, pipe(texts)):
+        assert np.allclose(vectors, expect[0], atol=1e-6)
+        assert len(vectors) == len(pipe.tokenizer.encode([text])[0].ids)
+    status, _, body = http(url + "/embed_all", "POST", {"inputs": "word " * 600})
+    assert (status, body["error_type"]) == (413, "validation")
+    status, _, got = http(url + "/embed_all", "POST", {"inputs": "word " * 600, "truncate": True})
+    assert status == 200 and len(got[0]) == pipe.manifest.max_length
+
+
 def test_tei_dimensions_and_prompts(server, pipes):
     """TEI's `dimensions` on /embed (the first ones, normalised after) and `prompt_name` on
     /embed, /tokenize and /similarity: a bundle without prompts names none, a 422."""

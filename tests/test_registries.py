@@ -32,3 +32,14 @@ def test_the_fuzz_and_hostile_tests_cover_every_task():
     from tests.test_fuzz import TASKS
 
     assert set(TASKS) == set(tasks.names())
+
+
+def test_the_docs_name_every_task_and_precision():
+    """The docs' lists are held to the registries: docs/runtime.md names every task's
+    parameters, docs/export.md every precision."""
+    from tests.conftest import ROOT
+
+    runtime_doc = (ROOT / "docs" / "runtime.md").read_text()
+    export_doc = (ROOT / "docs" / "export.md").read_text()
+    assert [t for t in tasks.names() if t not in runtime_doc] == []
+    assert [p for p in precisions.NAMES if f"`{p}`" not in export_doc] == []

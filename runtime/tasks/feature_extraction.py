@@ -21,7 +21,8 @@ SPEC = TaskSpec(
     name="feature-extraction", auto_class="AutoModel", head=None,
     outputs=(Output("last_hidden_state", ("batch", "sequence", None)),), parity="cosine",
     truncation={"truncation": True},
-    routes=("/predict", "/embed", "/v1/embeddings", "/similarity"), natural_route="/embed",
+    routes=("/predict", "/embed", "/embed_all", "/v1/embeddings", "/similarity"),
+    natural_route="/embed",
     sample={"inputs": "XLM-R runs on AWS Lambda."},
     parameters={"truncation": TRUNCATION,
                 "tokenize_kwargs": kwargs(truncation=TRUNCATION, max_length=POSITIVE_INT),
@@ -83,6 +84,8 @@ class FeatureExtractionPipeline(Pipeline):
             vector = vector[:options["dimensions"]] if options.get("dimensions") else vector
             vector = l2_normalize(vector) if options["normalize"] else vector
             return vector.astype(np.float32) if options.get("arrays") else vector.tolist()
+        if options.get("arrays"):  # token_vectors: one [tokens, hidden] array per input
+            return hidden.astype(np.float32)
         return hidden[None] if options["tensors"] else [hidden.tolist()]
 
     def answer_bytes(self, prepared: Prepared, options: Options) -> int:
@@ -142,6 +145,21 @@ class FeatureExtractionPipeline(Pipeline):
         vectors = self.embed([source, *sentences], normalize=True, truncate=truncate,
                              direction=direction, prompt_name=prompt_name)
         return [float(x) for x in vectors[1:] @ vectors[0]]
+
+    def token_vectors(self, texts: list[str], truncate: bool = False, direction: str = "right",
+                      prompt_name: str | None = None) -> list[np.ndarray]:
+        """Every token's vector, special tokens included, one [tokens, hidden] float32 array
+        per text (TEI's /embed_all): the encoder's output as it is, not pooled or normalised.
+        Texts over the model's positions are an error unless `truncate`."""
+        options = {"sentence": False, "tensors": False, "arrays": True,
+                   "strategy": "longest_first" if truncate else None,
+                   "limit": self.manifest.max_length,
+                   "direction": one_of("truncation_direction", direction, ("right", "left"))}
+        texts = self.with_prompt(texts, prompt_name)
+        self.check_texts(texts, f"{len(texts)} text(s) to embed")
+        prepared = self.preprocess(texts, options)
+        self.check_cost(prepared, options)
+        return [self.postprocess(p, o, options) for p, o in zip(prepared, self.forward(prepared))]
 
     @property
     def prompts(self) -> dict[str, str]:
