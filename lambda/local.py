@@ -10,7 +10,7 @@ from typing import Any
 from .app import Handler, make_handler
 from .config import Settings
 from .routes import sample_request
-from .wsgi import LocalContext, http_event, wsgi_app
+from .wsgi import LocalContext, http_event, threaded_server, wsgi_app
 
 __all__ = ["LocalContext", "invoke_event", "local_handler", "sample_event", "serve"]
 
@@ -48,20 +48,8 @@ def sample_event(bundle: str | Path, text: str | None = None) -> dict[str, Any]:
 def http_server(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -> Any:
     """A threading HTTP server answering through the same WSGI adapter as the GPU image (not
     yet serving: call serve_forever)."""
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    class Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-        request_queue_size = 128  # listen backlog: bursts of clients queue, never reset
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, fmt: str, *args: Any) -> None:
-            pass
-
     handler = local_handler(bundle)
-    return make_server(host, port, wsgi_app(handler, handler.settings.max_body_bytes), Server,
-                       Quiet)
+    return threaded_server(wsgi_app(handler, handler.settings.max_body_bytes), host, port)
 
 
 def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 3000) -> None:

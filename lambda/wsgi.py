@@ -106,6 +106,24 @@ def error_result(exc: BaseException, request_id: str) -> dict[str, Any]:
     return error_response(*error_body(exc, request_id))
 
 
+def threaded_server(app: WsgiApp, host: str, port: int) -> Any:
+    """The standard library's HTTP server over `app`, a thread per connection and a deep
+    listen backlog (bursts of clients queue, never reset); not yet serving: call
+    serve_forever. The handler answers one request at a time."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        request_queue_size = 128
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, fmt: str, *args: Any) -> None:
+            pass
+
+    return make_server(host, port, app, Server, Quiet)
+
+
 def create_app() -> WsgiApp:
     """The GPU image's app: the bundle and settings from the environment, as on Lambda."""
     from .app import make_handler

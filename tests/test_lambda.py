@@ -549,6 +549,51 @@ def test_xlmr_serve_answers_http(embed_bundle):
         proc.wait(timeout=10)
 
 
+def test_the_lambda_image_serves_as_a_sagemaker_container(embed_bundle, tmp_path):
+    """lambda/Dockerfile's entrypoint, run as its ENTRYPOINT runs it: `serve` (SageMaker's
+    `docker run IMAGE serve`) answers GET /ping and POST /invocations over HTTP on
+    SAGEMAKER_BIND_TO_PORT, the bundle and settings from the environment; any other argument
+    goes to the base image's entrypoint unchanged (Lambda's handler name)."""
+    import shlex
+
+    docker = (ROOT / "lambda" / "Dockerfile").read_text()
+    entry = next(x for x in docker.splitlines() if x.startswith("ENTRYPOINT"))
+    command = json.loads(entry.split(None, 1)[1])
+    script = ROOT / "lambda" / "entrypoint.sh"
+    assert command[-1].endswith("/xlmr_serverless/aws_lambda/entrypoint.sh")
+    assert json.loads(docker.rstrip().splitlines()[-1].split(None, 1)[1]) == \
+        ["xlmr_serverless.aws_lambda.handler.handler"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    fake = tmp_path / "lambda-entrypoint.sh"
+    fake.write_text('#!/bin/sh\necho "base: $*"\n')
+    fake.chmod(0o755)
+    res = subprocess.run(["/bin/sh", str(script), "xlmr_serverless.aws_lambda.handler.handler"],
+                         env={**env, "LAMBDA_BASE_ENTRYPOINT": str(fake)}, capture_output=True,
+                         text=True, timeout=30)
+    assert res.stdout.strip() == "base: xlmr_serverless.aws_lambda.handler.handler", res.stderr
+    port = free_port()
+    proc = subprocess.Popen(["/bin/sh", str(script), "serve"], cwd=tmp_path, text=True,
+                            env={**env, "SAGEMAKER_BIND_TO_PORT": str(port),
+                                 "XLMR_BUNDLE_DIR": str(embed_bundle)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_server(url)
+        with urllib.request.urlopen(url + "/ping", timeout=10) as ping:
+            assert ping.status == 200 and json.loads(ping.read())["status"] == "ok"
+        body = json.dumps({"inputs": ["hello", "world"]}).encode()
+        answers = []
+        for path in ("/invocations", "/embed"):
+            req = urllib.request.Request(url + path, data=body,
+                                         headers={"Content-Type": "application/json"})
+            answers.append(json.loads(urllib.request.urlopen(req, timeout=30).read()))
+        assert answers[0] == answers[1] and len(answers[0]) == 2
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert f"serving on port {port}" in out, shlex.quote(out[-2000:])
+
+
 def test_awslambdaric_end_to_end(embed_bundle, handlers):
     """`python -m awslambdaric xlmr_serverless.aws_lambda.handler.handler`: the image's CMD, on
     a fake Runtime API, with the environment lambda/Dockerfile sets (its allocator, tcmalloc,
