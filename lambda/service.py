@@ -31,8 +31,12 @@ class Reply:
 
 def flag(body: dict[str, Any], *names: str) -> bool:
     """A boolean field that may go by several names (TEI's `truncate`, HF's `truncation`):
-    the first one given (the schema made each a boolean)."""
-    return next((bool(body[n]) for n in names if body.get(n) is not None), False)
+    the first one given. A route's schema makes its own fields booleans; `parameters` holds
+    what the task's schema checks, so a flag read from there is checked here."""
+    value = next((body[n] for n in names if body.get(n) is not None), False)
+    if not isinstance(value, bool):
+        raise HttpError(422, "validation", f"{names[0]} must be true or false, got {value!r}")
+    return value
 
 
 def direction(body: dict[str, Any]) -> str:

@@ -326,6 +326,20 @@ def test_zero_shot_templates_are_checked_before_any_work(handlers, template):
     assert status == 422 and "hypothesis_template" in body["error"]
 
 
+def test_truncation_flags_inside_parameters_are_booleans(handlers):
+    """`parameters.truncate` (TEI's flag, which /predict takes inside parameters too) is no
+    task's parameter, so no task schema checks it: a non-boolean is a 422, not a truthy
+    string."""
+    fm = handlers("fill-mask")
+    for value in ("no", 0, [True]):
+        status, body, _ = call(fm, http_event("POST", "/predict", json.dumps(
+            {"inputs": "Paris is the <mask>.", "parameters": {"truncate": value}})))
+        assert status == 422 and "truncate must be true or false" in body["error"], body
+    status, _, _ = call(fm, http_event("POST", "/predict", json.dumps(
+        {"inputs": "Paris is the <mask>.", "parameters": {"truncate": True}})))
+    assert status == 200
+
+
 WRONG = {"boolean": "yes", "string": 5, "integer": "five", "array": "x", "object": [1]}
 
 
