@@ -152,7 +152,7 @@ def build_app(service: Service, settings: Settings, resolver_cls: type) -> Any:
                     "route": r.path, "latency_ms": round(ms, 2), "tokens": usage.tokens,
                     "inputs": input_count(request), "task": service.task,
                     **({"body": app.current_event.body} if settings.log_inputs else {})})
-                headers = compute_headers(usage, ms, service.pipe.provider if service.pipe else "")
+                headers = compute_headers(usage, ms, service.ready().provider)
             text = json.dumps(result, ensure_ascii=False)
             check_payload(text, settings.max_response_bytes)
             return Response(status, "application/json", text, headers=headers)

@@ -47,9 +47,9 @@ def invocations(service: Service, body: Any) -> Any:
     """SageMaker's POST /invocations: the bundle's natural route (its spec's
     `natural_route`, as TEI dispatches /invocations by model type), body checked against
     that route's schema."""
-    natural = route("POST", service.ready().spec.natural_route)
-    assert natural is not None, "a task spec names a route the table lacks"
-    return service.answer(natural, body)[0]
+    natural = service.ready().spec.natural_route  # in the table: tests/test_registries.py
+    return service.answer(next(r for r in ROUTES if r.method == "POST" and r.path == natural),
+                          body)[0]
 
 
 ROUTES: tuple[Route, ...] = (

@@ -99,9 +99,8 @@ def check(task: str, parameters: Mapping[str, Schema], params: Mapping[str, Any]
     if task not in _SCHEMAS:
         _SCHEMAS[task] = object_schema(parameters)
     wrong = violation(_SCHEMAS[task], dict(params), "parameters")
-    if wrong:
-        raise InvalidInputError(f"parameter {wrong}" if not wrong.startswith("parameters")
-                                else wrong)
+    if wrong:  # (unknown names were refused above: every violation names a parameter)
+        raise InvalidInputError(f"parameter {wrong}")
     return {name: as_declared(parameters[name], value) for name, value in params.items()}
 
 

@@ -43,3 +43,13 @@ def test_the_docs_name_every_task_and_precision():
     export_doc = (ROOT / "docs" / "export.md").read_text()
     assert [t for t in tasks.names() if t not in runtime_doc] == []
     assert [p for p in precisions.NAMES if f"`{p}`" not in export_doc] == []
+
+
+def test_every_route_a_task_names_is_in_the_route_table():
+    """A spec's routes and its natural route (SageMaker's /invocations) are POST routes of the
+    table, and each task serves its natural route."""
+    from xlmr_serverless.aws_lambda.routes import ROUTES
+
+    posts = {r.path for r in ROUTES if r.method == "POST"}
+    for spec in tasks.specs().values():
+        assert set(spec.routes) <= posts and spec.natural_route in spec.routes, spec.name
