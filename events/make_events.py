@@ -41,6 +41,13 @@ def task_for(name: str) -> str:
     return next((t for t, s in specs().items() if path in s.routes), "feature-extraction")
 
 
+def heads_for(name: str) -> tuple[str, ...]:
+    """The extra heads the bundle answering the event `name` must have (its route's)."""
+    from xlmr_serverless.aws_lambda.routes import ROUTES
+
+    return next((r.heads for r in ROUTES if r.name == name), ())
+
+
 HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 

@@ -199,7 +199,7 @@ class Reference:
         """PyTorch's outputs on one of the feeds: computed while the model is loaded (the
         fp32 check runs every feed), cached for every later judgement."""
         if id(feed) not in self.cache:
-            wrapper = models.OnnxWrapper(self.source.model, self.source.spec.name,
+            wrapper = models.OnnxWrapper(self.source.model, self.source.spec,
                                          self.source.mask_id).eval()
             with models.fp32_compute(self.source.model):
                 self.cache[id(feed)] = validate.run_torch(wrapper, feed)
@@ -214,12 +214,13 @@ def _build(model_id: str | Path, task: str, config: Any, out: Path, opts: Export
     steps = Steps(5 + len(opts.precisions), log)
     done = steps(f"load {model_id} ({config.model_type}, {task})")
     source = load_source(model_id, task, config, out, opts)
-    done()
+    extra = source.spec.output_names[len(models.spec(task).outputs):]
+    done(f"with heads {', '.join(extra)}" if extra else "")
     work = out / ".work"
     work.mkdir()
     done = steps("export to ONNX (TorchScript exporter)")
-    raw = onnx_export.export_onnx(source.model, task, work / "model.raw.onnx", source.mask_id,
-                                  opts.opset)
+    raw = onnx_export.export_onnx(source.model, source.spec, work / "model.raw.onnx",
+                                  source.mask_id, opts.opset)
     done()
     done = steps("validate fp32 against PyTorch")
     ref = Reference(source, *validation_feeds(source, out / TOKENIZER_NAME, opts))
@@ -250,12 +251,17 @@ def load_source(model_id: str | Path, task: str, config: Any, out: Path,
     (the position table, the tokenizer's and the user's, whichever is smallest)."""
     tok_info = save_tokenizer(model_id, out / TOKENIZER_NAME)
     model = models.load_model(model_id, task)
+    spec = models.spec(task)
+    heads = models.attach_heads(model, model_id, spec)
+    if heads and (opts.trim_corpus or opts.trim_languages):
+        raise ExportError("a vocabulary trim renumbers the token ids that lexical weights are "
+                          "keyed by: export a model with a sparse or ColBERT head untrimmed")
     pad_id = config.pad_token_id if config.pad_token_id is not None else 1
     limit = config.max_position_embeddings - pad_id - 1
     max_length = min(x for x in (limit, opts.max_length, tok_info["model_max_length"]) if x)
     vocabulary = trim_vocabulary(out / TOKENIZER_NAME, model, config, tok_info, opts) \
         if opts.trim_corpus or opts.trim_languages else None
-    return Source(model_id, models.spec(task), config, model, tok_info, int(max_length),
+    return Source(model_id, spec.with_heads(heads), config, model, tok_info, int(max_length),
                   vocabulary)
 
 
@@ -430,21 +436,27 @@ def bundle_manifest(source: Source, out: Path, files: tuple[ModelFile, ...],
         id2label={int(k): v for k, v in config.id2label.items()} if spec.labelled else None,
         label2id=dict(config.label2id) if spec.labelled else None,
         problem_type=getattr(config, "problem_type", None),
-        sentence_embedding=_sentence_embedding(source.model_id)
+        sentence_embedding=_sentence_embedding(source.model_id, heads=spec.output_names[1:])
         if spec.name == "feature-extraction" else None,
         parity=parity, versions=_versions(), tuned_on={"isa": isa(), "cpu": cpu_model()},
         vocabulary=source.vocabulary,
     )
 
 
-def _sentence_embedding(model_id: str | Path) -> dict[str, Any] | None:
+# a checkpoint with BGE-M3's heads and no sentence-transformers config: FlagEmbedding's dense
+# vector (BGEM3FlagModel's defaults: CLS, normalised)
+M3_DENSE = {"pooling": "cls", "normalize": True, "max_seq_length": None}
+
+
+def _sentence_embedding(model_id: str | Path, heads: tuple[str, ...] = ()
+                        ) -> dict[str, Any] | None:
     """sentence-transformers pooling/normalize settings, when the checkpoint folder has them."""
     import json
 
     folder = Path(model_id)
     pooling = folder / "1_Pooling" / "config.json"
     if not pooling.is_file():
-        return None
+        return dict(M3_DENSE) if heads else None
     cfg = json.loads(pooling.read_text())
     mode = next((m for m in ("cls", "mean", "max") if cfg.get(f"pooling_mode_{m}_token" if m == "cls"
                  else f"pooling_mode_{m}_tokens")), "mean")

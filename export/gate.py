@@ -248,14 +248,30 @@ def rules(job: WriteJob) -> dict[str, Any]:
     if job.spec.parity == "topk":
         out.update(top_k=validate.TOP_K, min_topk_overlap=validate.MIN_TOPK_OVERLAP,
                    max_score_error=validate.MAX_SCORE_ERROR)
+    heads = {o.name: o.parity for o in job.spec.outputs if o.parity}
+    if heads:  # each extra head judged by its own measure
+        out["outputs"] = heads
+        if "sparse" in heads.values():
+            out.update(sparse_top=validate.SPARSE_TOP, sparse_tie=validate.SPARSE_TIE,
+                       min_topk_overlap=validate.MIN_TOPK_OVERLAP,
+                       max_score_error=validate.MAX_SCORE_ERROR)
     return out
 
 
 def describe(cmp: validate.Comparison, parity: str) -> str:
-    """The gate's figure in the measure it judged by."""
-    if parity == "cosine":
-        return (f"cosine agreement {cmp.top1_agreement:.4f} (share of sentences >= 0.99; "
+    """The gate's figure in the measure it judged by (an extra head's in its own)."""
+    return "; ".join([_figure(cmp, parity)] + [f"{name}: {_figure(part, part.measure)}"
+                                               for name, part in cmp.parts.items()])
+
+
+def _figure(cmp: validate.Comparison, parity: str) -> str:
+    if parity in ("cosine", "vectors"):
+        unit = "sentences" if parity == "cosine" else "tokens"
+        return (f"cosine agreement {cmp.top1_agreement:.4f} (share of {unit} >= 0.99; "
                 f"min cosine {cmp.cosine_min:.4f})")
+    if parity == "sparse":
+        return (f"top-{validate.SPARSE_TOP} token overlap {cmp.topk_overlap:.4f}, weight "
+                f"error {cmp.score_error:.4f} of the largest")
     text = f"top-1 agreement {cmp.top1_agreement:.4f} on {cmp.total} row(s)"
     text += f" ({cmp.ties} near tie(s) not judged)" if cmp.ties else ""
     if cmp.topk_total:

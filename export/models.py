@@ -3,6 +3,7 @@ task's ONNX signature (inputs input_ids/attention_mask; named outputs)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -120,13 +121,79 @@ def fp32_compute(model: torch.nn.Module) -> Iterator[None]:
             h.remove()
 
 
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """An extra head a checkpoint folder carries beside its transformers weights: the file
+    holding a Linear layer's state dict, and what the graph computes from it."""
+
+    file: str
+    compute: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
+
+# the task specs' `heads`, by graph output: how each is loaded and computed (BGE-M3's layers,
+# as FlagEmbedding's M3 model applies them to the last hidden state)
+HEADS: dict[str, Head] = {
+    "token_weights": Head("sparse_linear.pt",
+                          lambda layer, hidden: torch.relu(layer(hidden)).squeeze(-1)),
+    "colbert_vecs": Head("colbert_linear.pt", lambda layer, hidden: layer(hidden)),
+}
+
+
+def head_file(model: str | Path, name: str) -> Path | None:
+    """A file of the checkpoint (a local folder, or the hub's cache), or None if it has none."""
+    local = Path(model) / name
+    if local.is_file():
+        return local
+    if Path(model).exists():
+        return None
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(str(model), name, _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError):
+        return None
+    return Path(found) if found else None
+
+
+def attach_heads(model: torch.nn.Module, checkpoint: str | Path, task_spec: TaskSpec,
+                 ) -> tuple[str, ...]:
+    """Load the extra heads the checkpoint has among the spec's `heads` onto the model (a
+    module named for its output, in the model's dtype); returns their output names."""
+    found = []
+    for h in task_spec.heads:
+        path = head_file(checkpoint, HEADS[h.name].file)
+        if path is None:
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            out_features, in_features = state["weight"].shape
+            layer = torch.nn.Linear(in_features, out_features, bias="bias" in state)
+            layer.load_state_dict(state)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise ExportError(f"{path.name} is not a Linear layer's state dict: {exc}") from exc
+        hidden = model.config.hidden_size
+        if in_features != hidden:
+            raise ExportError(f"{path.name} takes {in_features} features, but the model's "
+                              f"hidden size is {hidden}")
+        dtype = next(model.parameters()).dtype
+        model.add_module(head_module(h.name), layer.to(dtype).eval())
+        found.append(h.name)
+    return tuple(found)
+
+
+def head_module(output: str) -> str:
+    return f"{output}_head"
+
+
 class OnnxWrapper(torch.nn.Module):
     """Gives every task the same (input_ids, attention_mask) -> named outputs signature; the
-    spec's `graph` says how the outputs are computed, its outputs name them."""
+    spec's `graph` says how the outputs are computed, its outputs name them (an extra head's
+    output is computed from the last hidden state by the layer attach_heads loaded)."""
 
-    def __init__(self, model: torch.nn.Module, task: str, mask_token_id: int | None) -> None:
+    def __init__(self, model: torch.nn.Module, task_spec: TaskSpec,
+                 mask_token_id: int | None) -> None:
         super().__init__()
-        self.model, self.spec, self.mask_token_id = model, spec(task), mask_token_id
+        self.model, self.spec, self.mask_token_id = model, task_spec, mask_token_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         if self.spec.graph == "mask_rows":
@@ -135,8 +202,15 @@ class OnnxWrapper(torch.nn.Module):
             hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
             return self._lm_head(hidden)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        values = tuple(getattr(out, name) for name in self.spec.output_names)
+        values = tuple(self._output(out, name) for name in self.spec.output_names)
         return values[0] if len(values) == 1 else values
+
+    def _output(self, out: Any, name: str) -> torch.Tensor:
+        if name in HEADS:
+            layer = getattr(self.model, head_module(name))
+            return HEADS[name].compute(layer, out.last_hidden_state)
+        return getattr(out, name)
+
     def _masked_lm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """LM head on the <mask> rows only: [n_masks, vocab] instead of [batch, seq, vocab]."""
         hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]

@@ -8,16 +8,15 @@ from pathlib import Path
 import onnx
 import torch
 
-from ..runtime.tasks.spec import INPUT_NAMES
-from . import models, weightless
+from ..runtime.tasks.spec import INPUT_NAMES, TaskSpec
+from . import weightless
 from .models import OnnxWrapper
 from .tied_table import transpose_tied_table
 
 
-def dummy_inputs(task: str, mask_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def dummy_inputs(spec: TaskSpec, mask_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """A padded example batch shaped as the spec's inputs (a choices axis adds one dimension);
     a mask_rows graph gets <mask> tokens to gather."""
-    spec = models.spec(task)
     ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1]])
     if spec.graph == "mask_rows" and mask_token_id is not None:
         ids[:, 2] = mask_token_id
@@ -27,13 +26,13 @@ def dummy_inputs(task: str, mask_token_id: int | None) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def export_onnx(model: torch.nn.Module, task: str, path: Path, mask_token_id: int | None,
+def export_onnx(model: torch.nn.Module, spec: TaskSpec, path: Path, mask_token_id: int | None,
                 opset: int = 17) -> Path:
-    """Trace `model` for `task` to `path` (fp32), its weights streamed into `path.data`
-    (export/weightless.py: the checkpoint is never held twice); the tied LM head rewritten
-    to read its table transposed (export/tied_table.py)."""
-    wrapper = OnnxWrapper(model, task, mask_token_id).eval()
-    spec = models.spec(task)
+    """Trace `model` for the task `spec` describes (its outputs, extra heads included) to
+    `path` (fp32), its weights streamed into `path.data` (export/weightless.py: the
+    checkpoint is never held twice); the tied LM head rewritten to read its table transposed
+    (export/tied_table.py)."""
+    wrapper = OnnxWrapper(model, spec, mask_token_id).eval()
     path = Path(path)
 
     def tie(proto: onnx.ModelProto, transpose: weightless.Transposer) -> None:
@@ -41,7 +40,7 @@ def export_onnx(model: torch.nn.Module, task: str, path: Path, mask_token_id: in
             transpose_tied_table(proto, transpose)
 
     weightless.export_streamed(
-        wrapper, dummy_inputs(task, mask_token_id), path, rewrite=tie,
+        wrapper, dummy_inputs(spec, mask_token_id), path, rewrite=tie,
         input_names=list(INPUT_NAMES), output_names=list(spec.output_names),
         dynamic_axes=spec.dynamic_axes(), opset_version=opset)
     model.eval()  # export restores the wrapper's mode; keep the model in eval for parity

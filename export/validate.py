@@ -93,6 +93,9 @@ class Comparison:
     topk_hits: int = 0
     topk_total: int = 0
     score_error: float = 0.0  # max |p - p_ref| over the reference's top-k (topk parity)
+    # an extra head's output judged by its own measure (spec.heads), by output name
+    parts: dict[str, Comparison] = dataclasses.field(default_factory=dict)
+    measure: str = ""  # a part's own parity measure
 
     @property
     def top1_agreement(self) -> float:
@@ -105,33 +108,45 @@ class Comparison:
     def verdict(self, min_agreement: float, parity: str) -> str | None:
         """Why this file fails the gate at `min_agreement`, or None if it passes."""
         if self.top1_agreement < min_agreement:
-            what = "cosine agreement" if parity == "cosine" else "top-1 agreement"
+            what = "cosine agreement" if parity in ("cosine", "vectors") else "top-1 agreement"
             return (f"{what} {self.top1_agreement:.4f} < {min_agreement:.4f} on {self.total} "
                     f"row(s) ({self.ties} near tie(s) not judged)")
+        top = f"top-{SPARSE_TOP if parity == 'sparse' else TOP_K}"
         if self.topk_total and self.topk_overlap < min(MIN_TOPK_OVERLAP, min_agreement):
-            return f"top-{TOP_K} overlap {self.topk_overlap:.4f} < {MIN_TOPK_OVERLAP}"
+            return f"{top} overlap {self.topk_overlap:.4f} < {MIN_TOPK_OVERLAP}"
         if self.topk_total and self.score_error > MAX_SCORE_ERROR and min_agreement > 0:
-            return f"top-{TOP_K} score error {self.score_error:.4f} > {MAX_SCORE_ERROR}"
+            return f"{top} score error {self.score_error:.4f} > {MAX_SCORE_ERROR}"
+        for name, part in self.parts.items():
+            reason = part.verdict(min_agreement, part.measure)
+            if reason:
+                return f"{name}: {reason}"
         return None
 
-    def as_dict(self) -> dict[str, float]:
-        d = {"max_abs_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement,
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"max_abs_diff": self.max_abs_diff, "top1_agreement": self.top1_agreement,
              "judged_rows": self.total, "near_ties": self.ties}
         if self.cosine_min < 1.0:
             d["cosine_min"] = self.cosine_min
         if self.topk_total:
             d.update(topk_overlap=self.topk_overlap, score_error=self.score_error)
+        if self.parts:
+            d["outputs"] = {name: part.as_dict() for name, part in self.parts.items()}
         return d
 
 
 def compare(ref: list[np.ndarray], got: list[np.ndarray], feed: dict[str, np.ndarray],
             spec: TaskSpec, acc: Comparison) -> Comparison:
     """Fold one batch into `acc` by the spec's parity measure: max |diff| on real positions,
-    and top-1 agreement (or the cosine of mean-pooled sentences)."""
+    and top-1 agreement (or the cosine of mean-pooled sentences); an output with a measure
+    of its own (an extra head's) into its own part of `acc`."""
     mask = feed["attention_mask"]
-    judge = JUDGES[spec.parity]
-    for r, g in zip(ref, got):
-        judge(r, g, mask, acc)
+    for output, r, g in zip(spec.outputs, ref, got):
+        if output.parity is None:
+            JUDGES[spec.parity](r, g, mask, acc)
+            continue
+        part = acc.parts.setdefault(output.name, Comparison(measure=output.parity))
+        JUDGES[output.parity](r, g, mask, part)
+        acc.max_abs_diff = max(acc.max_abs_diff, part.max_abs_diff)
     return acc
 
 
@@ -199,6 +214,41 @@ def _topk(rr: np.ndarray, gg: np.ndarray, acc: Comparison) -> None:
     acc.score_error = max(acc.score_error, float(err.max()))
 
 
+SPARSE_TOP = 10  # sparse weights: the tokens a lexical match mostly rests on
+SPARSE_TIE = 0.02  # weights this close (share of the row's largest) cannot be told apart
+
+
+def _sparse(r: np.ndarray, g: np.ndarray, mask: np.ndarray, acc: Comparison) -> None:
+    """Token weights [batch, seq]: how many of the quantized file's top weighted tokens the
+    reference ranks in its own top (or within SPARSE_TIE of its last), and the largest error
+    of a top token's weight as a share of the row's largest weight."""
+    m = mask.astype(bool)
+    acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(r[m] - g[m]).max()))
+    for rr, gg in ((r[i][m[i]], g[i][m[i]]) for i in range(len(r))):
+        k = min(SPARSE_TOP, int((rr > 0).sum()))
+        if not k:
+            continue
+        scale = float(rr.max())
+        ref_top, got_top = top_k_indices(rr, k), top_k_indices(gg, k)
+        acc.topk_hits += int((rr[got_top] >= rr[ref_top[-1]] - SPARSE_TIE * scale).sum())
+        acc.topk_total += k
+        acc.score_error = max(acc.score_error,
+                              float(np.abs(rr[ref_top] - gg[ref_top]).max()) / scale)
+
+
+def _vectors(r: np.ndarray, g: np.ndarray, mask: np.ndarray, acc: Comparison) -> None:
+    """One vector per token (multi-vector retrieval): each real token's vector must point
+    the same way (cosine >= 0.99)."""
+    m = mask.astype(bool)
+    a, b = r[m], g[m]
+    acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(a - b).max()))
+    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1),
+                                       1e-12)
+    acc.cosine_min = min(acc.cosine_min, float(cos.min()))
+    acc.agree += int((cos >= 0.99).sum())
+    acc.total += len(cos)
+
+
 JUDGES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, Comparison], None]] = {
     "cosine": _cosine,
     "span": _span,
@@ -207,6 +257,8 @@ JUDGES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, Comparison], Non
     "row": lambda r, g, mask, acc: _top1(r.reshape(-1, r.shape[-1]), g.reshape(-1, g.shape[-1]),
                                          acc),
     "topk": lambda r, g, mask, acc: _topk(r, g, acc),  # vocabulary rows (fill-mask)
+    "sparse": _sparse,
+    "vectors": _vectors,
 }
 
 

@@ -30,6 +30,7 @@ class Route:
     needs_model: bool = True  # False: answered even when the bundle failed to load
     errors: str = "hf"  # whose error conventions (lambda/errors.py): "hf", "tei", "openai"
     also: tuple[int, ...] = ()  # other statuses whose body is `answer`'s shape
+    heads: tuple[str, ...] = ()  # extra head outputs the bundle must have (a spec's `heads`)
 
 
 def openapi(service: Service, body: Any = None) -> dict[str, Any]:
@@ -71,6 +72,10 @@ ROUTES: tuple[Route, ...] = (
           "Text Embeddings Inference's /embed_all: every token's vector",
           schemas.EMBED_ALL_ANSWER, schemas.EMBED_ALL, {"inputs": ["What is XLM-R?"]},
           errors="tei"),
+    Route("POST", "/embed_sparse", Service.embed_sparse, "embed-sparse",
+          "Text Embeddings Inference's /embed_sparse: each token id's weight (a sparse head)",
+          schemas.EMBED_SPARSE_ANSWER, schemas.EMBED_SPARSE, {"inputs": ["What is XLM-R?"]},
+          errors="tei", heads=("token_weights",)),
     Route("POST", "/v1/embeddings", Service.openai_embeddings, "openai-embeddings",
           "OpenAI's embeddings API", schemas.OPENAI_EMBEDDINGS_ANSWER, schemas.OPENAI_EMBEDDINGS,
           {"input": ["hello", "bonjour"], "model": "xlmr"}, errors="openai"),

@@ -38,6 +38,7 @@ EMBED_ALL: Schema = {
     "type": "object", "required": ["inputs"], "additionalProperties": False,
     "properties": {"inputs": TEXTS, "truncate": BOOL, "truncation": BOOL,
                    "truncation_direction": DIRECTION, "prompt_name": PROMPT_NAME}}
+EMBED_SPARSE: Schema = EMBED_ALL  # TEI's EmbedSparseRequest has EmbedAllRequest's fields
 OPENAI_EMBEDDINGS: Schema = {
     "type": "object", "required": ["input"], "additionalProperties": False,
     "properties": {"input": TEXTS, "model": {"type": "string"},
@@ -89,6 +90,9 @@ PREDICT_ANSWER: Schema = {
     "description": "the task's answer, as the Hugging Face Inference API gives it"}
 EMBED_ANSWER: Schema = {"type": "array", "items": NUMBERS}
 EMBED_ALL_ANSWER: Schema = {"type": "array", "items": {"type": "array", "items": NUMBERS}}
+EMBED_SPARSE_ANSWER: Schema = {"type": "array", "items": {"type": "array", "items": {
+    "type": "object", "required": ["index", "value"],
+    "properties": {"index": {"type": "integer"}, "value": {"type": "number"}}}}}
 OPENAI_EMBEDDINGS_ANSWER: Schema = {
     "type": "object", "required": ["object", "model", "data", "usage"],
     "properties": {"object": {"const": "list"}, "model": {"type": "string"},

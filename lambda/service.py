@@ -61,6 +61,11 @@ class Service:
             served = [t for t, s in specs().items() if route.path in s.routes]
             raise UnsupportedTaskError(f"{route.path} needs a {' or '.join(served)} bundle; "
                                        f"this one serves {pipe.task}")
+        missing = [h for h in route.heads if h not in pipe.heads]
+        if missing:
+            raise UnsupportedTaskError(f"{route.path} needs a bundle with the {', '.join(missing)} "
+                                       "head (BGE-M3's sparse layer gives one); this one has "
+                                       f"{', '.join(pipe.heads) or 'no extra heads'}")
         if route.request is not None:
             wrong = violation(route.request, body)
             if wrong:
@@ -158,6 +163,14 @@ class Service:
         return [vectors_as(v, "float") for v in pipe.token_vectors(
             texts, truncate=flag(body, "truncate", "truncation"), direction=direction(body),
             prompt_name=body.get("prompt_name"))]
+
+    def embed_sparse(self, body: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        """Text Embeddings Inference's /embed_sparse: each text's non-zero token weights as
+        [{"index", "value"}], from a bundle with a sparse head."""
+        texts = self._texts(body, "inputs")
+        pipe: Any = self.ready()  # with a sparse head (answer() checked the route)
+        return pipe.embed_sparse(texts, truncate=flag(body, "truncate", "truncation"),
+                                 direction=direction(body), prompt_name=body.get("prompt_name"))
 
     def openai_embeddings(self, body: Any) -> dict[str, Any]:
         """OpenAI's /v1/embeddings: {"input", "model", "encoding_format", "dimensions",

@@ -51,7 +51,7 @@ class Pipeline:
     spec: ClassVar[TaskSpec]
 
     def __init__(self, bundle: Bundle, batch_size: int = 16, budget: Budget | None = None) -> None:
-        check_graph(bundle, self.spec)
+        check_graph(bundle, self.spec.with_heads(bundle.manifest.outputs))
         self.bundle = bundle
         self.tokenizer = bundle.tokenizer
         self.manifest = bundle.manifest
@@ -61,6 +61,15 @@ class Pipeline:
     @property
     def task(self) -> str:
         return self.spec.name
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The extra heads' outputs this bundle's graph has (its spec's `heads`)."""
+        return tuple(h.name for h in self.spec.heads if h.name in self.manifest.outputs)
+
+    def output_index(self, name: str) -> int:
+        """Where the graph output `name` is among a row's outputs."""
+        return self.manifest.outputs.index(name)
 
     @property
     def parameters(self) -> frozenset[str]:

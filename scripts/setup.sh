@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create the project's environments (idempotent). Usage: scripts/setup.sh [main|tf4|sam|serve|all]
-#   .venv        transformers 5.x: what a new user installs (export + lambda + tests)
+#   .venv        transformers 5.x: what a new user installs (export + lambda + tests), and the
+#                reference libraries the tests compare with (FlagEmbedding, sentence-transformers)
 #   .venv-tf4    transformers 4.57.x: the QA pipeline's reference and Optimum's supported line
 #   .venv-sam    aws-sam-cli on its own: its pins would fight the project's
 #   .venv-serve  the serving side alone (runtime + lambda, no torch): the fast serving tier
@@ -45,7 +46,10 @@ make_allocator() {  # lambda/Dockerfile preloads tcmalloc: its tests and benchma
 
 make_allocator
 pids=()
-if [ "$want" = main ] || [ "$want" = all ]; then make_env .venv "transformers>=5,<6" & pids+=($!); fi
+# the references the 5.x run tests against: FlagEmbedding (BGE-M3) and sentence-transformers
+if [ "$want" = main ] || [ "$want" = all ]; then
+  make_env .venv "transformers>=5,<6" "FlagEmbedding==1.4.2" "sentence-transformers>=3" & pids+=($!)
+fi
 if [ "$want" = tf4 ] || [ "$want" = all ]; then
   make_env .venv-tf4 "transformers==4.57.*" "optimum-onnx==0.1.0" & pids+=($!)
 fi

@@ -18,12 +18,23 @@ def key_name(task: str, arch: str = "xlm-roberta", precisions: tuple[str, ...] =
     return f"{task}-{arch}-{'+'.join(precisions)}{extra}"
 
 
-def serving_keys() -> list[tuple[str, str, tuple[str, ...]]]:
-    """What the serving tests ask bundle_factory for: every task, and the CUDA-file case."""
+# BGE-M3's structure: an embedding checkpoint with its sparse and ColBERT layers
+M3 = {"heads": "sparse+colbert"}
+
+
+def with_heads(heads: tuple[str, ...]) -> dict[str, Any]:
+    """bundle_factory's arguments for a bundle that has `heads` (a route's)."""
+    return dict(M3) if heads else {}
+
+
+def serving_keys() -> list[tuple[str, str, tuple[str, ...], dict[str, Any]]]:
+    """What the serving tests ask bundle_factory for: every task, the CUDA-file case and an
+    embedding model with BGE-M3's heads."""
     from xlmr_serverless.runtime.tasks import names
 
-    return [(t, "xlm-roberta", PRECISIONS) for t in names()] + \
-        [("text-classification", "xlm-roberta", ("fp32", "int8", "fp16"))]
+    return [(t, "xlm-roberta", PRECISIONS, {}) for t in names()] + \
+        [("text-classification", "xlm-roberta", ("fp32", "int8", "fp16"), {}),
+         ("feature-extraction", "xlm-roberta", PRECISIONS, M3)]
 
 
 def build(out: Path, task: str, arch: str, precisions: tuple[str, ...], model: Path,
@@ -38,16 +49,18 @@ def build(out: Path, task: str, arch: str, precisions: tuple[str, ...], model: P
     return out
 
 
-def _build_model_bundles(root: Path, task: str, arch: str,
+def _build_model_bundles(root: Path, task: str, arch: str, kw: dict[str, Any],
                          keys: list[tuple[str, ...]]) -> None:
     """One model's bundles (one checkpoint, built here once, for each precision set)."""
     from tests.factory import make_model
 
-    missing = [p for p in keys if not (root / key_name(task, arch, p) / "manifest.json").is_file()]
+    missing = [p for p in keys
+               if not (root / key_name(task, arch, p, **kw) / "manifest.json").is_file()]
     if missing:
-        model = make_model(root / ".models" / f"{task}-{arch}", task, arch, initializer_range=0.2)
+        model = make_model(root / ".models" / key_name(task, arch, **kw), task, arch,
+                           initializer_range=0.2, **kw)
         for precisions in missing:
-            build(root / key_name(task, arch, precisions), task, arch, precisions, model)
+            build(root / key_name(task, arch, precisions, **kw), task, arch, precisions, model)
 
 
 def main(root: Path, workers: int = 2) -> None:
@@ -57,12 +70,15 @@ def main(root: Path, workers: int = 2) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     root.mkdir(parents=True, exist_ok=True)
-    by_model: dict[tuple[str, str], list[tuple[str, ...]]] = {}
-    for task, arch, precisions in serving_keys():
-        by_model.setdefault((task, arch), []).append(precisions)
+    by_model: dict[tuple[str, str, str], list[tuple[str, ...]]] = {}
+    kws: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for task, arch, precisions, kw in serving_keys():
+        key = (task, arch, key_name(task, arch, **kw))
+        by_model.setdefault(key, []).append(precisions)
+        kws[key] = kw
     with ProcessPoolExecutor(workers) as pool:
-        for done in [pool.submit(_build_model_bundles, root, task, arch, keys)
-                     for (task, arch), keys in by_model.items()]:
+        for done in [pool.submit(_build_model_bundles, root, key[0], key[1], kws[key], keys)
+                     for key, keys in by_model.items()]:
             done.result()
     print(root)
 

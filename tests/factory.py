@@ -69,10 +69,12 @@ LABELS = {
 
 def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0,
                hidden: int = 32, layers: int = 2, tokenizer: str | None = None,
-               outliers: tuple[tuple[int, ...], float] | None = None, **config_kw) -> Path:
+               outliers: tuple[tuple[int, ...], float] | None = None, heads: str = "",
+               **config_kw) -> Path:
     """Save a tiny random `arch` checkpoint for `task` (with its tokenizer) into `folder`:
     the real XLM-R tokenizer for xlm-roberta, a small byte-level BPE otherwise (or as asked).
-    `outliers` = (dims, scale): inject_outliers on the encoder."""
+    `outliers` = (dims, scale): inject_outliers on the encoder. `heads` ("sparse+colbert"):
+    BGE-M3's extra layers beside it (save_heads)."""
     import transformers
 
     folder = Path(folder)
@@ -100,7 +102,23 @@ def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0
     if outliers:
         inject_outliers(model, *outliers)
     model.save_pretrained(str(folder))
+    if heads:
+        save_heads(folder, hidden, tuple(heads.split("+")), seed)
     return folder
+
+
+def save_heads(folder: Path, hidden: int, heads: tuple[str, ...], seed: int = 0,
+               colbert_dim: int | None = None) -> None:
+    """Random `sparse_linear.pt` (hidden -> 1) and `colbert_linear.pt` (hidden -> colbert_dim,
+    default hidden) as FlagEmbedding saves BGE-M3's: a checkpoint of its structure."""
+    torch.manual_seed(seed + 1)
+    sizes = {"sparse": 1, "colbert": colbert_dim or hidden}
+    for name in heads:
+        layer = torch.nn.Linear(hidden, sizes[name])
+        if name == "sparse":  # centred on zero: about half the tokens get a weight after ReLU
+            torch.nn.init.normal_(layer.weight, std=hidden ** -0.5)
+            torch.nn.init.zeros_(layer.bias)
+        torch.save(layer.state_dict(), Path(folder) / f"{name}_linear.pt")
 
 
 def inject_outliers(model: torch.nn.Module, dims: tuple[int, ...], scale: float) -> None:

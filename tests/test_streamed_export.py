@@ -15,6 +15,7 @@ import pytest
 from onnx import numpy_helper
 
 from tests.conftest import needs_torch
+from xlmr_serverless.runtime.tasks import task_spec
 
 pytestmark = [needs_torch, pytest.mark.main_env_only]
 
@@ -33,7 +34,7 @@ def raw_fill_mask(model_factory, tmp_path_factory):
     folder = model_factory("fill-mask")
     model = models.load_model(folder, "fill-mask")
     path = tmp_path_factory.mktemp("raw") / "model.raw.onnx"
-    onnx_export.export_onnx(model, "fill-mask", path, model.config.vocab_size - 1)
+    onnx_export.export_onnx(model, task_spec("fill-mask"), path, model.config.vocab_size - 1)
     return model, path
 
 

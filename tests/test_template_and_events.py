@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bundles import with_heads
 from tests.conftest import ROOT, needs_bundles
 
 SAM = shutil.which("sam") or str(ROOT / ".venv-sam/bin/sam")
@@ -97,7 +98,8 @@ def test_sample_events_through_xlmr_invoke(bundle_factory, kind, name, capsys):
     import xlmr_serverless.cli
 
     event = ROOT / "events" / f"{kind}-{name}.json"
-    rc = xlmr_serverless.cli.main(["invoke", "--bundle", str(bundle_factory(make_events.task_for(name))),
+    bundle = bundle_factory(make_events.task_for(name), **with_heads(make_events.heads_for(name)))
+    rc = xlmr_serverless.cli.main(["invoke", "--bundle", str(bundle),
                         "--event", str(event)])
     out = capsys.readouterr().out
     assert rc == 0

@@ -12,7 +12,7 @@ from ..parameters import Schema
 # how export computes the graph's outputs from the Hugging Face model
 Graph = Literal["model", "mask_rows", "lm_head"]
 # how a quantized or exported file is judged against its reference
-Parity = Literal["cosine", "span", "token", "row", "topk"]
+Parity = Literal["cosine", "span", "token", "row", "topk", "sparse", "vectors"]
 # how one forward pass's outputs split back into the rows that were sent
 Layout = Literal["token", "row", "mask"]
 
@@ -26,6 +26,7 @@ class Output:
 
     name: str
     axes: tuple[str | None, ...]
+    parity: Parity | None = None  # how this output is judged (None: as its task's spec says)
 
     def dynamic_axes(self) -> dict[int, str]:
         return {i: a for i, a in enumerate(self.axes) if a}
@@ -54,10 +55,18 @@ class TaskSpec:
     # the route SageMaker's /invocations answers with, as TEI dispatches it
     natural_route: str = "/predict"
     optimum_class: str | None = None  # optimum.onnxruntime class (benchmarks)
+    # outputs a checkpoint's extra heads add after the task's own (BGE-M3's sparse and ColBERT
+    # layers): a bundle's graph has those its manifest lists, in this order
+    heads: tuple[Output, ...] = ()
 
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.outputs)
+
+    def with_heads(self, names: tuple[str, ...] | list[str]) -> TaskSpec:
+        """This spec with the extra heads among `names` as outputs after its own."""
+        extra = tuple(h for h in self.heads if h.name in names)
+        return dataclasses.replace(self, outputs=self.outputs + extra) if extra else self
 
     @property
     def layout(self) -> Layout:
