@@ -85,7 +85,7 @@ def worker(spec: dict[str, Any]) -> None:
     if spec["kind"] == "bundle":
         from xlmr_serverless.runtime import load
 
-        pipe = load(spec["path"], threads=2)
+        pipe: Any = load(spec["path"], threads=2)
         call = lambda texts: pipe.encode(texts, **asked)  # noqa: E731
     else:
         import torch

@@ -142,7 +142,7 @@ def build_bundle(model: str | Path, task: str, output: str | Path,
     preflight(model, task, opts.precisions, opts.trim_languages)
     output = Path(output)
     config = _load_config(model)
-    task = models.infer_task(config) if task == "auto" else task
+    task = models.infer_task(config, model) if task == "auto" else task
     models.check_config(config, task)
     tmp = _prepare_output(output)
     try:

@@ -40,9 +40,34 @@ def meets(config: Any, spec: TaskSpec) -> bool:
     return spec.requires is None or REQUIREMENTS[spec.requires][0](config)
 
 
-def infer_task(config: Any) -> str:
+def splade_pooling(model: str | Path) -> bool:
+    """The checkpoint is a sentence-transformers SparseEncoder with SPLADE pooling (its
+    modules.json names a SpladePooling module); a pooling other than the graph's (max of
+    log(1 + ReLU)) is an ExportError."""
+    import json
+
+    modules = checkpoint_file(model, "modules.json")
+    if modules is None:
+        return False
+    entries = json.loads(modules.read_text(encoding="utf-8"))
+    pooling = next((m for m in entries if str(m.get("type", "")).endswith("SpladePooling")), None)
+    if pooling is None:
+        return False
+    config = checkpoint_file(model, f"{pooling.get('path', '')}/config.json")
+    cfg = json.loads(config.read_text(encoding="utf-8")) if config else {}
+    variant = (cfg.get("pooling_strategy", "max"), cfg.get("activation_function", "relu"))
+    if variant != ("max", "relu"):
+        raise ExportError(f"SpladePooling {variant[0]} of {variant[1]} is not served: the "
+                          "graph pools the max of log(1 + ReLU(logits)), as TEI does")
+    return True
+
+
+def infer_task(config: Any, model: str | Path | None = None) -> str:
     """`--task auto`: the task from config.architectures; among the tasks whose head matches,
-    one with a requirement the config meets wins (an NLI head becomes zero-shot)."""
+    one with a requirement the config meets wins (an NLI head becomes zero-shot); a masked-LM
+    checkpoint saved as a SPLADE SparseEncoder becomes sparse-embedding."""
+    if model is not None and splade_pooling(model):
+        return "sparse-embedding"
     archs = getattr(config, "architectures", None) or []
     if not archs:
         raise ExportError("--task auto needs config.architectures; pass --task explicitly")
@@ -139,7 +164,7 @@ HEADS: dict[str, Head] = {
 }
 
 
-def head_file(model: str | Path, name: str) -> Path | None:
+def checkpoint_file(model: str | Path, name: str) -> Path | None:
     """A file of the checkpoint (a local folder, or the hub's cache), or None if it has none."""
     local = Path(model) / name
     if local.is_file():
@@ -161,7 +186,7 @@ def attach_heads(model: torch.nn.Module, checkpoint: str | Path, task_spec: Task
     module named for its output, in the model's dtype); returns their output names."""
     found = []
     for h in task_spec.heads:
-        path = head_file(checkpoint, HEADS[h.name].file)
+        path = checkpoint_file(checkpoint, HEADS[h.name].file)
         if path is None:
             continue
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -198,6 +223,8 @@ class OnnxWrapper(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         if self.spec.graph == "mask_rows":
             return self._masked_lm(input_ids, attention_mask)
+        if self.spec.graph == "splade":
+            return self._splade(input_ids, attention_mask)
         if self.spec.graph == "lm_head":
             hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
             return self._lm_head(hidden)
@@ -218,10 +245,27 @@ class OnnxWrapper(torch.nn.Module):
         rows = torch.nonzero(input_ids.reshape(-1) == self.mask_token_id).squeeze(1)
         return self._lm_head(flat.index_select(0, rows))
 
+    def _splade(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """SPLADE pooling in the graph: log(1 + ReLU(logits)) pooled by the max over the real
+        tokens, as [batch, vocab]. Taken as log(1 + ReLU(max + bias)) (both monotone, the bias
+        the same for every token), padding made a copy of the first token: one [batch, seq,
+        vocab] product is all the graph holds, never its activations or its mask."""
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+        real = attention_mask.unsqueeze(-1).bool()
+        hidden = torch.where(real, hidden, hidden[:, :1].expand_as(hidden))
+        best = self._lm_scores(hidden).max(dim=1).values + self._lm_bias()
+        return torch.log1p(torch.relu(best))
+
     def _lm_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self._lm_scores(x) + self._lm_bias()
+
+    def _lm_scores(self, x: torch.Tensor) -> torch.Tensor:
         """dense -> gelu -> layer_norm -> tied decoder, the decoder written (W @ x^T)^T so W stays
         the one initializer the embedding Gather reads: stored once, and quantized once."""
         head = self.model.lm_head
         x = head.layer_norm(torch.nn.functional.gelu(head.dense(x)))
-        bias = head.decoder.bias if head.decoder.bias is not None else head.bias
-        return torch.matmul(head.decoder.weight, x.transpose(-1, -2)).transpose(-1, -2) + bias
+        return torch.matmul(head.decoder.weight, x.transpose(-1, -2)).transpose(-1, -2)
+
+    def _lm_bias(self) -> torch.Tensor:
+        head = self.model.lm_head
+        return head.decoder.bias if head.decoder.bias is not None else head.bias

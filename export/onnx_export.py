@@ -36,7 +36,7 @@ def export_onnx(model: torch.nn.Module, spec: TaskSpec, path: Path, mask_token_i
     path = Path(path)
 
     def tie(proto: onnx.ModelProto, transpose: weightless.Transposer) -> None:
-        if spec.graph in ("mask_rows", "lm_head"):
+        if spec.graph in ("mask_rows", "lm_head", "splade"):
             transpose_tied_table(proto, transpose)
 
     weightless.export_streamed(

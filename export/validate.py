@@ -219,10 +219,11 @@ SPARSE_TIE = 0.02  # weights this close (share of the row's largest) cannot be t
 
 
 def _sparse(r: np.ndarray, g: np.ndarray, mask: np.ndarray, acc: Comparison) -> None:
-    """Token weights [batch, seq]: how many of the quantized file's top weighted tokens the
-    reference ranks in its own top (or within SPARSE_TIE of its last), and the largest error
-    of a top token's weight as a share of the row's largest weight."""
-    m = mask.astype(bool)
+    """Token weights [batch, seq] (or a row's vocabulary weights, [batch, vocab]): how many
+    of the quantized file's top weighted tokens the reference ranks in its own top (or within
+    SPARSE_TIE of its last), and the largest error of a top token's weight as a share of the
+    row's largest weight."""
+    m = mask.astype(bool) if mask.shape == r.shape else np.ones(r.shape, bool)
     acc.max_abs_diff = max(acc.max_abs_diff, float(np.abs(r[m] - g[m]).max()))
     for rr, gg in ((r[i][m[i]], g[i][m[i]]) for i in range(len(r))):
         k = min(SPARSE_TOP, int((rr > 0).sum()))

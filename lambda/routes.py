@@ -30,7 +30,8 @@ class Route:
     needs_model: bool = True  # False: answered even when the bundle failed to load
     errors: str = "hf"  # whose error conventions (lambda/errors.py): "hf", "tei", "openai"
     also: tuple[int, ...] = ()  # other statuses whose body is `answer`'s shape
-    heads: tuple[str, ...] = ()  # extra head outputs the bundle must have (a spec's `heads`)
+    # extra heads the bundle must have, where its task has such heads (a spec's `heads`)
+    heads: tuple[str, ...] = ()
 
 
 def openapi(service: Service, body: Any = None) -> dict[str, Any]:

@@ -61,7 +61,8 @@ class Service:
             served = [t for t, s in specs().items() if route.path in s.routes]
             raise UnsupportedTaskError(f"{route.path} needs a {' or '.join(served)} bundle; "
                                        f"this one serves {pipe.task}")
-        missing = [h for h in route.heads if h not in pipe.heads]
+        declared = {h.name for h in pipe.spec.heads}  # a task that has such heads must hold them
+        missing = [h for h in route.heads if h in declared and h not in pipe.heads]
         if missing:
             raise UnsupportedTaskError(f"{route.path} needs a bundle with the {', '.join(missing)} "
                                        "head (BGE-M3's sparse layer gives one); this one has "
@@ -95,6 +96,8 @@ class Service:
         if pipe.task == "feature-extraction":
             model_type: dict[str, Any] = {"embedding": {
                 "pooling": (m.sentence_embedding or {}).get("pooling", "cls")}}
+        elif pipe.task == "sparse-embedding":
+            model_type = {"embedding": {"pooling": "splade"}}
         elif m.id2label:
             model_type = {"classifier": {"id2label": {str(k): v for k, v in m.id2label.items()}}}
         else:
@@ -168,7 +171,7 @@ class Service:
         """Text Embeddings Inference's /embed_sparse: each text's non-zero token weights as
         [{"index", "value"}], from a bundle with a sparse head."""
         texts = self._texts(body, "inputs")
-        pipe: Any = self.ready()  # with a sparse head (answer() checked the route)
+        pipe: Any = self.ready()  # SPLADE, or with a sparse head (answer() checked the route)
         return pipe.embed_sparse(texts, truncate=flag(body, "truncate", "truncation"),
                                  direction=direction(body), prompt_name=body.get("prompt_name"))
 

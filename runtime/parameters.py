@@ -138,4 +138,8 @@ def _allows_integer(schema: Schema) -> bool:
 def _short(value: Any, limit: int = 300) -> str:
     """JSON, cut to a log-friendly length (the value may be a caller's megabyte)."""
     text = json.dumps(value, ensure_ascii=False, default=repr)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped, or the answer is not UTF-8
+        text = json.dumps(value, default=repr)
     return text if len(text) <= limit else text[:limit] + "..."

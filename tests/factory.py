@@ -101,10 +101,24 @@ def make_model(folder: Path, task: str, arch: str = "xlm-roberta", seed: int = 0
     model = getattr(transformers, f"{PREFIX[arch]}{head}")(cfg_cls(**kw)).eval()
     if outliers:
         inject_outliers(model, *outliers)
+    if task == "sparse-embedding":
+        sparse_head(model, seed)
     model.save_pretrained(str(folder))
     if heads:
         save_heads(folder, hidden, tuple(heads.split("+")), seed)
     return folder
+
+
+def sparse_head(model: torch.nn.Module, seed: int = 0, pieces: int = 512) -> None:
+    """A trained SPLADE head scores a few hundred pieces of a text, random weights most of
+    the vocabulary: only `pieces` random pieces keep their bias, the others' is so low that
+    their log(1 + ReLU(logit)) is 0."""
+    bias = model.lm_head.bias
+    keep = torch.randperm(len(bias), generator=torch.Generator().manual_seed(seed))[:pieces]
+    with torch.no_grad():
+        low = torch.full_like(bias, -1000.0)
+        low[keep] = bias[keep]
+        bias.copy_(low)
 
 
 def save_heads(folder: Path, hidden: int, heads: tuple[str, ...], seed: int = 0,

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.bundles import with_heads
 from tests.conftest import ROOT, needs_bundles, rewrite_manifest
 
 pytestmark = [needs_bundles, pytest.mark.serving]
@@ -54,9 +55,9 @@ def handlers(bundle_factory):
     from xlmr_serverless.aws_lambda.app import make_handler
     from xlmr_serverless.aws_lambda.config import Settings
 
-    def make(task: str, **overrides):
-        settings = dataclasses.replace(Settings.from_env({}), bundle_dir=bundle_factory(task),
-                                       **overrides)
+    def make(task: str, heads: tuple[str, ...] = (), **overrides):
+        settings = dataclasses.replace(Settings.from_env({}), bundle_dir=bundle_factory(
+            task, **with_heads(heads)), **overrides)
         return make_handler(settings)
 
     return make
@@ -359,7 +360,7 @@ def test_every_request_field_is_checked_by_its_routes_schema(handlers):
     # (a route that hands its body to another route, /invocations, is that route's schema)
     for r in (r for r in ROUTES if r.request is not None and "properties" in r.request):
         task = next((t for t, s in specs().items() if r.path in s.routes), "feature-extraction")
-        handler = handlers(task)
+        handler = handlers(task, r.heads)
         sample = dict(r.sample or specs()[task].sample)
         assert call(handler, http_event("POST", r.path, json.dumps(sample)))[0] == 200, r.path
         for field, schema in r.request["properties"].items():
@@ -989,3 +990,16 @@ def test_an_after_restore_failure_is_reported_not_swallowed(embed_bundle):
     posted = [e for e in api.errors if e["path"].endswith("/runtime/restore/error")]
     assert posted and "planted after-restore failure" in posted[0]["body"]
     assert not api.responses  # no request was answered by the failed copy
+
+
+@pytest.mark.serving
+@needs_bundles
+def test_a_lone_surrogate_is_never_echoed_raw(handlers):
+    """A parameter value holding a lone surrogate (JSON can carry one, UTF-8 cannot) comes back
+    escaped in the 422, so the answer still encodes as UTF-8 (the runtime sends it so)."""
+    from xlmr_serverless.aws_lambda.local import LocalContext
+
+    res = handlers("fill-mask")({"inputs": "a <mask>", "parameters": {"top_k": "\ud800"}},
+                                LocalContext())
+    assert res["statusCode"] == 422 and "\\ud800" in res["error"]
+    json.dumps(res, ensure_ascii=False).encode("utf-8")

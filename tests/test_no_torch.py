@@ -20,6 +20,7 @@ CALLS = {
     "multiple-choice": ("{'prompt': 'p', 'choices': ['a', 'b']}", ""),
     "zero-shot-classification": ("'x'", "candidate_labels=['a', 'b']"),
     "causal-lm": ("'The'", "top_k=2"),
+    "sparse-embedding": ("['héllo wörld']", "max_active_dims=8"),
 }
 
 SCRIPT = """

@@ -266,3 +266,102 @@ def test_colbert_answers_are_counted(m3):
         dense.encode(texts, return_colbert_vecs=True)
     with pytest.raises(OverBudgetError):
         dense.encode(texts, return_dense=False, return_sparse=True)
+
+
+# -- SPLADE from a masked-LM checkpoint ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def splade(model_factory, tmp_path_factory):
+    """A tiny masked-LM checkpoint saved as sentence-transformers saves a SPLADE
+    SparseEncoder (modules.json, 1_SpladePooling), and that SparseEncoder."""
+    st = pytest.importorskip("sentence_transformers")
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+    encoder = st.SparseEncoder(modules=[
+        MLMTransformer(str(model_factory("fill-mask"))), SpladePooling("max")], device="cpu")
+    folder = tmp_path_factory.mktemp("splade") / "checkpoint"
+    encoder.save(str(folder))
+    return folder, encoder
+
+
+@needs_torch
+def test_splade_equals_sparse_encoder(splade, tmp_path):
+    """--task auto on a SPLADE SparseEncoder checkpoint: sparse-embedding, whose fp32 weights
+    equal SparseEncoder.encode's within 1e-4 (every vocabulary piece), whose /embed_sparse
+    entries are its non-zero ones, and whose max_active_dims keeps the same top weights."""
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+
+    folder, encoder = splade
+    manifest = build_bundle(folder, "auto", tmp_path / "b", ExportOptions(
+        precisions=("fp32", "int8"), min_agreement=0.0))
+    assert manifest.task == "sparse-embedding" and manifest.outputs == ("sparse_embedding",)
+    assert "topk_overlap" in manifest.parity["int8"]
+    pipe = load(tmp_path / "b", "fp32")
+    theirs = encoder.encode(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    ours = pipe.encode(TEXTS)
+    assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-4
+    for entries, row, ref in zip(pipe.embed_sparse(TEXTS), ours, theirs):
+        idx = [e["index"] for e in entries]
+        assert idx == np.flatnonzero(row).tolist() and idx
+        assert np.abs(np.array([e["value"] for e in entries]) - ref[idx]).max() < 1e-4
+        assert set(np.flatnonzero(ref > 1e-4).tolist()) <= set(idx)
+    capped = encoder.encode(TEXTS[:2], convert_to_tensor=True, max_active_dims=5).to_dense().numpy()
+    for entries, row in zip(pipe(TEXTS[:2], max_active_dims=5), capped):
+        assert sorted(e["index"] for e in entries) == np.flatnonzero(row).tolist()
+
+
+@needs_torch
+def test_splade_pooling_variants_are_refused(splade, tmp_path):
+    """A SparseEncoder pooling the graph does not compute (sum, or log1p_relu) is refused at
+    export rather than served with other values."""
+    import shutil
+
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+    from xlmr_serverless.export.errors import ExportError
+
+    folder = tmp_path / "ck"
+    shutil.copytree(splade[0], folder)
+    cfg = next(folder.glob("*SpladePooling/config.json"))
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "pooling_strategy": "sum"}))
+    with pytest.raises(ExportError, match="SpladePooling sum"):
+        build_bundle(folder, "auto", tmp_path / "b", ExportOptions(precisions=("fp32",)))
+
+
+@needs_bundles
+@pytest.mark.serving
+def test_http_embed_sparse_splade(bundle_factory):
+    """/embed_sparse and /predict on a SPLADE bundle (its natural route, as TEI's); the
+    vocabulary scores every token makes are counted before the model runs, and the answer's
+    entries before they are made."""
+    from xlmr_serverless.aws_lambda.local import http_server
+    from xlmr_serverless.runtime import Budget, OverBudgetError
+    from xlmr_serverless.runtime import load as load_bundle
+
+    folder = bundle_factory("sparse-embedding")
+    pipe = load_bundle(folder)
+    srv = http_server(folder, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_port}"
+    try:
+        status, _, got = http(url + "/embed_sparse", "POST", {"inputs": TEXTS[:2]})
+        assert status == 200 and got == json.loads(json.dumps(pipe.embed_sparse(TEXTS[:2])))
+        assert all([e["index"] for e in g] == sorted(e["index"] for e in g) for g in got)
+        status, _, again = http(url + "/invocations", "POST", {"inputs": TEXTS[:2]})
+        assert status == 200 and again == got
+        status, _, one = http(url + "/predict", "POST", {"inputs": TEXTS[0],
+                                                         "parameters": {"max_active_dims": 3}})
+        assert status == 200 and len(one) <= 3
+        status, _, body = http(url + "/embed_sparse", "POST",
+                               {"inputs": "a", "prompt_name": "query"})
+        assert status == 422
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    vocab = pipe.bundle.output_width
+    tight = load_bundle(folder, budget=Budget(max_output_values=vocab * 20))
+    with pytest.raises(OverBudgetError):
+        tight.embed_sparse(["word " * 30])
+    small = load_bundle(folder, budget=Budget(max_response_bytes=500))
+    with pytest.raises(OverBudgetError):
+        small.embed_sparse(TEXTS)
+    assert len(small(TEXTS[0], max_active_dims=2)) <= 2

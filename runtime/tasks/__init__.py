@@ -21,6 +21,7 @@ MODULES = (
     "multiple_choice",
     "zero_shot_classification",
     "causal_lm",
+    "sparse_embedding",
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal, Mapping
 from ..parameters import Schema
 
 # how export computes the graph's outputs from the Hugging Face model
-Graph = Literal["model", "mask_rows", "lm_head"]
+Graph = Literal["model", "mask_rows", "lm_head", "splade"]
 # how a quantized or exported file is judged against its reference
 Parity = Literal["cosine", "span", "token", "row", "topk", "sparse", "vectors"]
 # how one forward pass's outputs split back into the rows that were sent
