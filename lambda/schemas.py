@@ -10,6 +10,13 @@ Schema = dict[str, Any]
 TEXT: Schema = {"type": "string", "minLength": 1}
 TEXTS: Schema = {"description": "a non-empty string or a non-empty list of non-empty strings",
                  "anyOf": [TEXT, {"type": "array", "items": TEXT, "minItems": 1}]}
+# token ids, as TEI and OpenAI take them in place of a text
+IDS: Schema = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+# TEI's Input (and OpenAI's `input`): a text, one input's token ids, or a list of either
+INPUTS: Schema = {"description": "a non-empty string, a non-empty list of token ids, or a "
+                                 "non-empty list of either",
+                  "anyOf": [TEXT, IDS, {"type": "array", "items": {"anyOf": [TEXT, IDS]},
+                                        "minItems": 1}]}
 BOOL: Schema = {"type": "boolean"}
 DIRECTION: Schema = {"type": "string", "enum": ["Right", "Left", "right", "left"]}
 NUMBERS: Schema = {"type": "array", "items": {"type": "number"}}
@@ -31,17 +38,17 @@ PREDICT: Schema = {
         "raw_scores": BOOL}}
 EMBED: Schema = {
     "type": "object", "required": ["inputs"], "additionalProperties": False,
-    "properties": {"inputs": TEXTS, "normalize": BOOL, "truncate": BOOL, "truncation": BOOL,
+    "properties": {"inputs": INPUTS, "normalize": BOOL, "truncate": BOOL, "truncation": BOOL,
                    "truncation_direction": DIRECTION, "prompt_name": PROMPT_NAME,
                    "dimensions": DIMENSIONS}}
 EMBED_ALL: Schema = {
     "type": "object", "required": ["inputs"], "additionalProperties": False,
-    "properties": {"inputs": TEXTS, "truncate": BOOL, "truncation": BOOL,
+    "properties": {"inputs": INPUTS, "truncate": BOOL, "truncation": BOOL,
                    "truncation_direction": DIRECTION, "prompt_name": PROMPT_NAME}}
 EMBED_SPARSE: Schema = EMBED_ALL  # TEI's EmbedSparseRequest has EmbedAllRequest's fields
 OPENAI_EMBEDDINGS: Schema = {
     "type": "object", "required": ["input"], "additionalProperties": False,
-    "properties": {"input": TEXTS, "model": {"type": "string"},
+    "properties": {"input": INPUTS, "model": {"type": "string"},
                    "encoding_format": {"type": "string", "enum": ["float", "base64"]},
                    "dimensions": DIMENSIONS,
                    "user": {"type": "string"}, "truncate": BOOL}}

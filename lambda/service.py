@@ -230,11 +230,19 @@ class Service:
         return self.ready().decode(sequences, body.get("skip_special_tokens", True))
 
     def _texts(self, body: dict[str, Any], key: str) -> list[str]:
-        """The field's texts as a list (the schema made it a text or a list of texts)."""
+        """The field's texts as a list (the schema made it a text or a list of texts, or, as
+        TEI's Input, token ids in place of a text: each read as the text its ids decode to,
+        special tokens left out, which the pipeline then tokenizes as any text)."""
         value = body[key]
-        texts = [value] if isinstance(value, str) else list(value)
-        self.check_count(texts)
-        return texts
+        single = isinstance(value, str) or bool(value) and all(
+            isinstance(v, int) for v in value)
+        items = [value] if single else list(value)
+        self.check_count(items)
+        at = [i for i, v in enumerate(items) if isinstance(v, list)]
+        if at:
+            for i, text in zip(at, self.ready().decode([items[i] for i in at])):
+                items[i] = text
+        return items
 
 
 

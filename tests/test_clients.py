@@ -362,3 +362,30 @@ def test_openapi_document_is_served_and_committed(server):
 
     assert [s["title"] for s in committed["components"]["schemas"]["Parameters"]["anyOf"]] == \
         list(names())
+
+
+def test_token_ids_in_place_of_texts(server, pipes):
+    """TEI's Input and OpenAI's `input` take token ids: one input's ids, or a list mixing
+    texts and ids; ids read as the text they decode to (specials left out), so the ids of a
+    text, specials included, embed as the text does. Ids outside the vocabulary, negative or
+    nested too deep are 422s; more ids than the budget's tokens a 413."""
+    url, pipe = server("feature-extraction"), pipes("feature-extraction")
+    texts = ["hello world", "bonjour le monde"]
+    ids = [e.ids for e in pipe.tokenizer.encode(texts)]
+    status, _, by_text = http(url + "/embed", "POST", {"inputs": texts})
+    status2, _, by_ids = http(url + "/embed", "POST", {"inputs": [texts[0], ids[1]]})
+    assert status == status2 == 200 and np.allclose(by_text, by_ids, atol=1e-6)
+    status, _, one = http(url + "/embed", "POST", {"inputs": ids[0]})
+    assert status == 200 and len(one) == 1
+    status, _, all_tokens = http(url + "/embed_all", "POST", {"inputs": [ids[0]]})
+    assert status == 200 and len(all_tokens[0]) == len(ids[0])
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    res = client.embeddings.create(model="x", input=ids, encoding_format="float")
+    assert np.allclose([d.embedding for d in res.data], pipe.embed(texts), atol=1e-6)
+    size = pipe.tokenizer.backend.get_vocab_size(with_added_tokens=True)
+    for bad in ([size], [-1], [[[1]]], [1.5], [True]):
+        status, _, body = http(url + "/embed", "POST", {"inputs": bad})
+        assert status == 422, (bad, body)
+    status, _, body = http(url + "/embed", "POST", {"inputs": [5] * 300_000})
+    assert status == 413, body
