@@ -32,6 +32,9 @@ TEI_ERROR_TYPES = {"input_too_long": "validation", "too_many_inputs": "validatio
                    "empty_body": "empty", "model_unavailable": "unhealthy",
                    "internal_error": "backend"}
 TEI_OVER_LIMIT = ("input_too_long", "too_many_inputs", "payload_too_large")
+# TEI answers a route its model cannot serve (/rerank on an embedding model, /embed_sparse
+# without SPLADE) with 424 and error_type "backend"
+TEI_UNSERVED = "unsupported_task"
 # what no request may turn into an error body: the process is being told to stop
 FATAL = (KeyboardInterrupt, SystemExit)
 
@@ -51,8 +54,9 @@ def error_body(exc: BaseException, request_id: str, errors: str = "hf") -> tuple
                                   "code": kind}}
     error_type = kind
     if errors == "tei":
-        status = 413 if kind in TEI_OVER_LIMIT else status
-        error_type = TEI_ERROR_TYPES.get(kind, "validation" if status < 500 else "backend")
+        status = 413 if kind in TEI_OVER_LIMIT else 424 if kind == TEI_UNSERVED else status
+        error_type = "backend" if kind == TEI_UNSERVED else \
+            TEI_ERROR_TYPES.get(kind, "validation" if status < 500 else "backend")
     return status, {"error": message, "type": kind, "error_type": error_type}
 
 

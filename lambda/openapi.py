@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 ERRORS = {"400": "bad JSON, an empty body or an empty input",
           "413": "a body over XLMR_MAX_BODY_BYTES, or a request over a cost limit (XLMR_MAX_TOKENS, "
                  "XLMR_MAX_RESPONSE_BYTES)", "422": "a body the route cannot serve",
+          "424": "TEI's answer where the bundle cannot serve the route (another task, or "
+                 "without the head it needs)",
           "500": "an internal error (the request id is in the message and the log)",
           "503": "the model is unavailable (it failed to load: the log says why)"}
 ERROR_SCHEMAS = {"hf": "Error", "tei": "Error", "openai": "OpenAIError"}
@@ -47,7 +49,8 @@ def operation(r: Route) -> dict[str, Any]:
         ref = {"$ref": f"#/components/schemas/{ERROR_SCHEMAS[r.errors]}"}
         op["responses"].update({code: {"description": why, "content": json_content(ref)}
                                 for code, why in ERRORS.items()
-                                if r.method == "POST" or code in ("500", "503")})
+                                if (r.method == "POST" or code in ("500", "503")) and
+                                (code != "424" or (r.errors == "tei" and not r.any_task))})
     if r.request is not None:
         op["requestBody"] = {"required": True, "content": json_content(published(r.request))}
     return op

@@ -52,11 +52,16 @@ class Service:
         self.pipe, self.max_inputs, self.load_error = pipe, max_inputs, load_error
 
     def answer(self, route: Route, body: Any) -> tuple[Any, Usage]:
-        """The route's answer and what it ran (for logs, metrics and headers): the bundle must
-        serve the route, the body must match the route's schema, then its view runs."""
+        """The route's answer and what it ran (for logs, metrics and headers): the body must
+        match the route's schema (as TEI reads the body first), the bundle must serve the
+        route, then its view runs."""
         if not route.needs_model:
             return route.view(self, body), Usage()
         pipe = self.ready()
+        if route.request is not None:
+            wrong = violation(route.request, body)
+            if wrong:
+                raise HttpError(422, "validation", f"{route.path}: {wrong}")
         if not route.any_task and route.path not in pipe.spec.routes:
             served = [t for t, s in specs().items() if route.path in s.routes]
             raise UnsupportedTaskError(f"{route.path} needs a {' or '.join(served)} bundle; "
@@ -65,12 +70,8 @@ class Service:
         missing = [h for h in route.heads if h in declared and h not in pipe.heads]
         if missing:
             raise UnsupportedTaskError(f"{route.path} needs a bundle with the {', '.join(missing)} "
-                                       "head (BGE-M3's sparse layer gives one); this one has "
+                                       "head (as BGE-M3's checkpoint has); this one has "
                                        f"{', '.join(pipe.heads) or 'no extra heads'}")
-        if route.request is not None:
-            wrong = violation(route.request, body)
-            if wrong:
-                raise HttpError(422, "validation", f"{route.path}: {wrong}")
         with pipe.meter() as usage:
             result = route.view(self, body)
         return result, usage
@@ -234,13 +235,15 @@ class Service:
         TEI's Input, token ids in place of a text: each read as the text its ids decode to,
         special tokens left out, which the pipeline then tokenizes as any text)."""
         value = body[key]
+        # (JSON Schema's integers include 2.0: the schema let integral numbers through)
         single = isinstance(value, str) or bool(value) and all(
-            isinstance(v, int) for v in value)
+            isinstance(v, (int, float)) for v in value)
         items = [value] if single else list(value)
         self.check_count(items)
         at = [i for i, v in enumerate(items) if isinstance(v, list)]
         if at:
-            for i, text in zip(at, self.ready().decode([items[i] for i in at])):
+            ids = [[int(t) for t in items[i]] for i in at]
+            for i, text in zip(at, self.ready().decode(ids)):
                 items[i] = text
         return items
 

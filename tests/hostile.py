@@ -75,7 +75,7 @@ CASES: tuple[Case, ...] = (
          route="/invocations"),
     case("embed-all-every-token", "feature-extraction",
          {"inputs": ["word " * 600] * 64, "truncate": True}, 413, route="/embed_all"),
-    case("embed-sparse-without-the-head", "feature-extraction", {"inputs": ["a"] * 100}, 400,
+    case("embed-sparse-without-the-head", "feature-extraction", {"inputs": ["a"] * 100}, 424,
          route="/embed_sparse"),
     case("return-sparse-without-the-head", "feature-extraction",
          predict(["a"] * 100, return_sparse=True), 422),

@@ -134,7 +134,7 @@ def test_tei_similarity_through_the_inference_client(server, pipes):
     assert (status, body["error_type"]) == (413, "validation")  # 65 texts with the source
     status, _, body = http(server("text-classification") + "/similarity", "POST",
                            {"inputs": {"source_sentence": "a", "sentences": ["b"]}})
-    assert status == 400 and "feature-extraction" in body["error"]
+    assert (status, body["error_type"]) == (424, "backend") and "feature-extraction" in body["error"]
 
 
 def test_tei_response_headers(server, pipes):

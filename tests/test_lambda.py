@@ -130,7 +130,8 @@ def test_errors_become_json_with_status(handlers, monkeypatch):
         (http_event("POST", "/embed", json.dumps({"inputs": ["a"] * 4})), 413, "too_many_inputs"),
         (http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600]})), 413,
          "input_too_long"),
-        (http_event("POST", "/rerank", json.dumps({"query": "a", "texts": ["b"]})), 400,
+        # a route the bundle cannot serve: TEI's 424 and error_type "backend"
+        (http_event("POST", "/rerank", json.dumps({"query": "a", "texts": ["b"]})), 424,
          "unsupported_task"),
         (http_event("POST", "/predict", json.dumps({"inputs": []})), 400, "empty_input"),
     ]
@@ -140,7 +141,8 @@ def test_errors_become_json_with_status(handlers, monkeypatch):
         tei = event["rawPath"] in ("/embed", "/rerank")
         assert set(body) == {"error", "type", "error_type"}
         assert body["error_type"] == ({"too_many_inputs": "validation", "input_too_long":
-                                       "validation"}.get(kind, "validation") if tei else kind)
+                                       "validation", "unsupported_task": "backend"}.get(
+                                          kind, "validation") if tei else kind)
     _, body, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600]})))
     assert "at most 512 tokens. Given: 602" in body["error"]
     got, out, _ = call(fe, http_event("POST", "/embed", json.dumps({"inputs": ["word " * 600],

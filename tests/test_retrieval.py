@@ -189,7 +189,7 @@ def close(a: Any, b: Any, atol: float = 1e-6) -> bool:
 @pytest.mark.serving
 def test_http_embed_sparse(servers, m3):
     """TEI's /embed_sparse: [{"index", "value"}] by index, the runtime's lexical weights;
-    a bundle without a sparse head answers 400 in TEI's error shape."""
+    a bundle without a sparse head answers TEI's 424 (error_type backend)."""
     pipe = load(m3, None)
     status, _, got = http(servers["m3"] + "/embed_sparse", "POST", {"inputs": TEXTS[:2]})
     assert status == 200
@@ -200,7 +200,7 @@ def test_http_embed_sparse(servers, m3):
     status, _, got = http(servers["m3"] + "/embed_sparse", "POST", {"inputs": TEXTS[0]})
     assert status == 200 and len(got) == 1
     status, _, body = http(servers["plain"] + "/embed_sparse", "POST", {"inputs": "hello"})
-    assert status == 400 and "token_weights head" in body["error"] and body["error_type"]
+    assert (status, body["error_type"]) == (424, "backend") and "token_weights head" in body["error"]
     status, _, body = http(servers["m3"] + "/embed_sparse", "POST", {"inputs": "word " * 600})
     assert (status, body["error_type"]) == (413, "validation")
     status, _, body = http(servers["m3"] + "/embed_sparse", "POST", {"inputs": [], "x": 1})
