@@ -135,8 +135,8 @@ def markdown(result: dict[str, Any]) -> str:
                          + (f", top-5 overlap {t['topk_overlap']:.3f}, score error "
                             f"{t['score_error']:.4f}" if "topk_overlap" in t else "")
                          + (f", min cosine {t['cosine_min']:.4f}" if "cosine_min" in t else "")
-                         + (f", {t['fp32_matmuls']} fp32 MatMul(s)" if t.get("fp32_matmuls")
-                            else "")
+                         + "".join(f", {t[f'{kind}_matmuls']} {kind} MatMul(s)"
+                                   for kind in ("fp32", "nbits8") if t.get(f"{kind}_matmuls"))
                          + (f", {np.median(t['ms']):.1f} ms" if "ms" in t else "")
                          + (f": rejected, {t['rejected']}" if t.get("rejected") else
                             f": superseded, {t['superseded']}" if t.get("superseded") else

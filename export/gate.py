@@ -91,7 +91,8 @@ class Int8Search:
         kept, head, bits = quantize.quantize_int8(
             self.source(recipe.smooth), dst, recipe, True, self.job.config.hidden_size,
             self.job.config.intermediate_size, self.job.table_bits, tables)
-        return {"fp32_matmuls": len(kept), "int8_head_gemm": head, "table_bits": bits}
+        return {f"{recipe.apart_as}_matmuls": len(kept), "int8_head_gemm": head,
+                "table_bits": bits}
 
     def attempt(self, recipe: quantize.Int8Recipe) -> Trial:
         """Write `recipe`'s file and judge it on the gate's feeds and, by the same measure, on
@@ -159,6 +160,17 @@ class Int8Search:
                 _remove(trial.path)
         return (tried[k] if k else None), ranking
 
+    def nbits8_for(self, trial: Trial | None) -> Trial | None:
+        """The mixed recipe's nodes as 8-bit MatMulNBits instead of fp32: a candidate too
+        (faster than fp32 where it passes)."""
+        if trial is None:
+            return None
+        recipe = trial.recipe
+        twin = self.attempt(dataclasses.replace(
+            recipe, name=recipe.name.replace("+fp32[", "+nbits8["), apart_as="nbits8"))
+        twin.record["nbits8_nodes"] = trial.record["fp32_nodes"]
+        return twin
+
 
 def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     """Dynamic int8 through the gate. The default recipe (all int8, the fastest) is kept when
@@ -173,7 +185,7 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, 
     if passing:
         found["chosen_by"] = "the default recipe (all int8) passed: nothing faster to try"
     elif not job.search:  # too large to keep candidates and time them: the first to pass
-        for recipe in quantize.INT8_RECIPES[1:] + (quantize.FP32_FFN,):
+        for recipe in quantize.INT8_RECIPES[1:] + (quantize.NBITS8_FFN, quantize.FP32_FFN):
             if search.attempt(recipe).passed:
                 passing = [search.trials[-1]]
                 break
@@ -186,9 +198,12 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, 
             base = min(search.trials, key=lambda t: t.error)
             mixed, ranking = search.mixed(base.recipe)
             found["sensitivity"] = {"base": base.recipe.name, **ranking.as_dict()}
-            passing = [t for t in (mixed, search.attempt(quantize.FP32_FFN)) if t and t.passed]
+            passing = [t for t in (mixed, search.nbits8_for(mixed),
+                                   search.attempt(quantize.NBITS8_FFN),
+                                   search.attempt(quantize.FP32_FFN)) if t and t.passed]
         elif not passing:
-            passing = [t for t in [search.attempt(quantize.FP32_FFN)] if t.passed]
+            passing = [t for t in (search.attempt(quantize.NBITS8_FFN),
+                                   search.attempt(quantize.FP32_FFN)) if t.passed]
     if search.smoothed:
         found["smoothing"] = {"alpha": smoothing.ALPHA, **search.smoothed}
     try:

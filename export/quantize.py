@@ -27,6 +27,10 @@ class Int8Recipe:
     fp32_ffn: bool = False  # every FFN MatMul kept fp32
     fp32_nodes: tuple[str, ...] = ()  # nodes kept fp32 (the sensitivity pass's choice)
     int8_head: bool = True  # a tied LM head as an int8 GEMM (int8_head) unless kept fp32
+    # how the MatMuls set apart from dynamic int8 (fp32_ffn, fp32_nodes) are written: "fp32",
+    # or "nbits8": MatMulNBits 8-bit, whose int8 activations are scaled per block of K, so an
+    # outlier channel costs only its block (benchmarks/experiments/nbits8)
+    apart_as: str = "fp32"
 
 
 # Every node int8, tried in this order (onnxruntime #9599: int8 MiniLM near random). On CPUs
@@ -39,9 +43,13 @@ INT8_RECIPES = (
     Int8Recipe("smooth+per_channel", per_channel=True, smooth="norm"),
     Int8Recipe("smooth_all+per_channel", per_channel=True, smooth="all"),
 )
-# The last resort, and the yardstick the mixed-precision recipe is timed against.
+# The last resorts, and the yardsticks the mixed-precision recipe is timed against: the FFN
+# in 8-bit MatMulNBits (per-block activation scales), then in fp32.
+NBITS8_FFN = Int8Recipe("per_channel+nbits8_ffn", per_channel=True, fp32_ffn=True,
+                        apart_as="nbits8")
 FP32_FFN = Int8Recipe("per_channel+reduce_range+fp32_ffn", True, True, fp32_ffn=True,
                       int8_head=False)
+NBITS8 = {"bits": 8, "block_size": 32, "is_symmetric": True, "accuracy_level": 4}
 
 
 def ffn_matmuls(proto: onnx.ModelProto, hidden: int, intermediate: int) -> list[str]:
@@ -97,9 +105,10 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
                   tables: bool = True) -> tuple[list[str], bool, int]:
     """Dynamic int8 of MatMul/Attention/Gather (the word-embedding table included, unless
     not `tables`: the sensitivity pass's probes, where the table's error is common); returns
-    the MatMuls the recipe kept in fp32, whether a tied LM head runs as a u8 x s8 GEMM on
-    the one int8 table the embedding reads too, and the bits the table was stored in (4 when
-    asked and export/table4.py could rewrite it: the head then runs as MatMulNBits on it).
+    the MatMuls the recipe set apart (kept fp32, or written as `apart_as` says), whether a
+    tied LM head runs as a u8 x s8 GEMM on the one int8 table the embedding reads too, and
+    the bits the table was stored in (4 when asked and export/table4.py could rewrite it:
+    the head then runs as MatMulNBits on it).
     The fp32 weights are read one at a time from `src`'s folder (export/external.py), the
     result written there, then consolidated."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -113,6 +122,8 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
     heads = tied_head_matmuls(graph)
     if not recipe.int8_head:  # the head in fp32 (the embedding Gather stays int8)
         exclude += [n for n in heads if n not in exclude]
+    if recipe.apart_as == "nbits8" and exclude:
+        graph = nbits8(graph, [n for n in exclude if n not in heads], folder, Path(dst).name)
     staged = _fresh(folder / f"{Path(dst).name}.staged.onnx")
     with quiet_quantizer(), weights_on_disk(folder), weights_stay_on_disk():
         quantize_dynamic(
@@ -131,6 +142,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
         head = tables and not four and not set(heads) & set(exclude) and int8_head(proto)
     save_consolidated(proto, _fresh(dst), folder, external_data)
     _fresh(staged)
+    _fresh(folder / f"{Path(dst).name}.nbits8.onnx")
     return exclude, head, 4 if four else 8
 
 
@@ -325,6 +337,23 @@ def quantize_int4(src: Path, dst: Path, external_data: bool,
     _fresh(staged)
     _fresh(nbits)
     return 4 if four else 8
+
+
+def nbits8(graph: onnx.ModelProto, nodes: list[str], folder: Path, name: str) -> onnx.ModelProto:
+    """`nodes` (MatMuls) as 8-bit MatMulNBits, every other node as it was; weights read from
+    and written to `folder` (external data), as quantize_int4 does."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from .external import load_graph, save_consolidated, weights_on_disk
+
+    others = [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.name not in nodes]
+    staged = _fresh(folder / f"{name}.nbits8.onnx")
+    with weights_on_disk(folder):
+        quant = MatMulNBitsQuantizer(graph, nodes_to_exclude=others, **NBITS8)
+        quant.process()
+    save_consolidated(quant.model.model, staged, folder)
+    del quant
+    return load_graph(staged)
 
 
 def largest_initializer(path: Path) -> tuple[str, tuple[int, ...], str]:

@@ -143,3 +143,44 @@ def test_the_gate_stops_at_the_default_recipe_when_it_passes(bundle_factory):
     assert "default recipe (all int8) passed" in gate["chosen_by"]
     assert "sensitivity" not in gate and "smoothing" not in gate
     assert "none of them calibrated on" in gate["calibration"]
+
+
+def test_nodes_set_apart_as_nbits8(tmp_path):
+    """A recipe's set-apart MatMuls written as 8-bit MatMulNBits (int8 activations scaled per
+    block of K) while the rest is dynamic int8: with two outlier input channels, the
+    MatMulNBits product stays far closer to fp32 than the per-tensor int8 one."""
+    import onnxruntime as ort
+
+    from xlmr_serverless.export import quantize
+
+    rng = np.random.default_rng(0)
+    hidden, out = 64, 32
+    outliers = [3, 5]  # in one block of 32; the weights reading them as much smaller, as
+    weights = rng.normal(size=(hidden, out)).astype(np.float32)  # trained models carry them
+    weights[outliers] /= 80.0
+    inits = [numpy_helper.from_array(weights, w) for w in ("w1", "w2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["y1"], name="mm1"),
+             helper.make_node("MatMul", ["x", "w2"], ["y2"], name="mm2")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", hidden])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y1", "y2")], inits)
+    src = tmp_path / "model.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                    str(src), save_as_external_data=True, location="model.onnx.data",
+                    size_threshold=0)
+    dst = tmp_path / "q.onnx"
+    recipe = quantize.Int8Recipe("t", fp32_nodes=("mm1",), apart_as="nbits8")
+    kept, _, _ = quantize.quantize_int8(src, dst, recipe, True, hidden, 4 * hidden, tables=False)
+    assert kept == ["mm1"]
+    ops = [n.op_type for n in onnx.load(str(dst)).graph.node]
+    assert ops.count("MatMulNBits") == 1 and "MatMul" not in ops
+    x = rng.normal(size=(2, 8, hidden)).astype(np.float32)
+    x[..., outliers] *= 80.0
+    w1, w2 = (numpy_helper.to_array(i) for i in inits)
+    y1, y2 = ort.InferenceSession(str(dst)).run(None, {"x": x})
+
+    def error(got: np.ndarray, want: np.ndarray) -> float:
+        return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+    assert error(y1, x @ w1) < error(y2, x @ w2) / 2
+    assert not list(tmp_path.glob("*.nbits8.onnx*"))  # the staged file is gone

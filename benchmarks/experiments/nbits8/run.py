@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import onnx
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         for i, (label, nodes, block) in enumerate(plans):
             path = build(fp32, nodes, block, Path(tmp), f"v{i}")
             got = session(path)
-            row = {"MatMulNBits 8-bit": label, "block": block if nodes else None,
+            row: dict[str, Any] = {"MatMulNBits 8-bit": label, "block": block if nodes else None,
                    "nodes": len(nodes)}
             for name, fs in sets.items():
                 low, ok = min_cosine(ref, got, fs)
