@@ -13,17 +13,23 @@ the held-out text; timed at b1 (36 tokens), each file in turn, alternating round
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 import onnx
 
-from benchmarks.experiments.outlier_split.run import ROOT, TEXT, feeds, min_cosine, session
+from benchmarks.experiments.outlier_split.run import (
+    TEXT,
+    alternating_ms,
+    feeds,
+    min_cosine,
+    report,
+    session,
+    text_sets,
+)
 
 
 def variants(model: onnx.ModelProto, hidden: int, intermediate: int) -> dict[str, list[str]]:
@@ -64,16 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    from tokenizers import Tokenizer
-
-    from xlmr_serverless.export import calibration, validate
     from xlmr_serverless.runtime.cpu import isa
 
-    tok = Tokenizer.from_file(str(args.bundle / "tokenizer.json"))
-    texts = calibration.split_texts(None)
-    sets = {"judged": feeds(tok, texts.judged), "calibration": feeds(tok, texts.calibration),
-            "held_out": feeds(tok, validate.read_texts(ROOT / "benchmarks" / "texts" / "accuracy.txt"))}
+    tok, sets = text_sets(args.bundle)
     fp32 = args.bundle / "model.fp32.onnx"
     model = onnx.load(str(fp32))
     dims = [tuple(i.dims) for i in model.graph.initializer if len(i.dims) == 2]
@@ -96,29 +95,14 @@ def main(argv: list[str] | None = None) -> None:
             files[f"v{i}"] = path
             print(row, file=sys.stderr)
         feed = feeds(tok, [TEXT])[0]
-        sessions = {name: session(p) for name, p in files.items()}
-        ms: dict[str, list[float]] = {name: [] for name in sessions}
-        for _ in range(args.rounds):
-            for name, s in sessions.items():
-                for _ in range(5):
-                    s.run(None, feed)
-                t = []
-                for _ in range(50):
-                    t0 = time.perf_counter()
-                    s.run(None, feed)
-                    t.append((time.perf_counter() - t0) * 1000)
-                ms[name].append(median(t))
+        ms = alternating_ms(files, feed, args.rounds)
     for i, row in enumerate(rows):
         row["b1_ms"] = round(median(ms[f"v{i}"]), 3)
     result = {"isa": isa(), "tokens": int(feed["input_ids"].size), "rounds": args.rounds,
               "fp32_b1_ms": round(median(ms["fp32"]), 3), "rows": rows,
               "command": "python -m benchmarks.experiments.nbits8.run "
                          + " ".join(argv or sys.argv[1:])}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,48 @@ def min_cosine(ref: Any, got: Any, fs: list[dict[str, np.ndarray]]) -> tuple[flo
     return min(cos), sum(c >= 0.99 for c in cos)
 
 
+def text_sets(bundle: Path) -> tuple[Any, dict[str, list[dict[str, np.ndarray]]]]:
+    """The bundle's tokenizer, and one-text feeds of the gate's text, the calibration text
+    (export/calibration.py's split) and the held-out text (benchmarks/texts/accuracy.txt)."""
+    sys.path.insert(0, str(ROOT))
+    from tokenizers import Tokenizer
+
+    from xlmr_serverless.export import calibration, validate
+
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    texts = calibration.split_texts(None)
+    return tok, {"judged": feeds(tok, texts.judged), "calibration": feeds(tok, texts.calibration),
+                 "held_out": feeds(tok, validate.read_texts(ROOT / "benchmarks" / "texts" /
+                                                            "accuracy.txt"))}
+
+
+def report(result: dict[str, Any], out: Path | None) -> None:
+    """Print the result as JSON, and write it to OUT/results.json where asked."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(text + "\n")
+
+
+def alternating_ms(files: dict[str, Path], feed: dict[str, np.ndarray],
+                   rounds: int) -> dict[str, list[float]]:
+    """Each file's median ms of 50 runs per round, the files in turn, round after round."""
+    sessions = {name: session(p) for name, p in files.items()}
+    ms: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, s in sessions.items():
+            for _ in range(5):
+                s.run(None, feed)
+            t = []
+            for _ in range(50):
+                t0 = time.perf_counter()
+                s.run(None, feed)
+                t.append((time.perf_counter() - t0) * 1000)
+            ms[name].append(median(t))
+    return ms
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bundle", type=Path)
@@ -138,16 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    from tokenizers import Tokenizer
-
-    from xlmr_serverless.export import calibration, validate
     from xlmr_serverless.runtime.cpu import isa
 
-    tok = Tokenizer.from_file(str(args.bundle / "tokenizer.json"))
-    texts = calibration.split_texts(None)
-    judged, calib = feeds(tok, texts.judged), feeds(tok, texts.calibration)
-    held = feeds(tok, validate.read_texts(ROOT / "benchmarks" / "texts" / "accuracy.txt"))
+    tok, sets = text_sets(args.bundle)
+    judged, calib, held = sets["judged"], sets["calibration"], sets["held_out"]
     fp32_path = args.bundle / "model.fp32.onnx"
     model = onnx.load(str(fp32_path))
     cfg = json.loads((Path(args.bundle) / "manifest.json").read_text())
@@ -173,29 +209,14 @@ def main(argv: list[str] | None = None) -> None:
             files[f"k={k}"] = path
             print(row, file=sys.stderr)
         feed = feeds(tok, [TEXT])[0]
-        sessions = {name: session(p) for name, p in files.items()}
-        ms: dict[str, list[float]] = {name: [] for name in sessions}
-        for _ in range(args.rounds):
-            for name, s in sessions.items():
-                for _ in range(5):
-                    s.run(None, feed)
-                t = []
-                for _ in range(50):
-                    t0 = time.perf_counter()
-                    s.run(None, feed)
-                    t.append((time.perf_counter() - t0) * 1000)
-                ms[name].append(median(t))
+        ms = alternating_ms(files, feed, args.rounds)
     for row in rows:
         row["b1_ms"] = round(median(ms[f"k={row['k']}"]), 3)
     result = {"isa": isa(), "bundle": cfg.get("model_id"), "tokens": int(feed["input_ids"].size),
               "rounds": args.rounds, "fp32_b1_ms": round(median(ms["fp32"]), 3), "rows": rows,
               "command": "python -m benchmarks.experiments.outlier_split.run "
                          + " ".join(argv or sys.argv[1:])}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(text + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":
