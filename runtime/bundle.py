@@ -122,9 +122,7 @@ class Bundle:
         """How many numbers the graph returns for these rows, run as run_rows runs them
         (sorted, padded per batch): a row axis counts the rows, a sequence axis the padded
         length, a `masks` axis the <mask> tokens; fixed axes their size."""
-        lengths = sorted(len(r) for r in rows)
-        padded = sum(len(b) * b[-1] for b in (lengths[i:i + batch_size]
-                                               for i in range(0, len(lengths), batch_size)))
+        padded = padded_tokens(rows, batch_size)
         masks = sum(r.count(self.specials["mask"]) for r in rows) if layout == "mask" else 0
         total = 0
         for shape in self.output_shapes:
@@ -145,6 +143,14 @@ class Bundle:
     def meter(self) -> ContextManager[usage.Usage]:
         """Count what this thread runs inside the block (runtime/usage.py)."""
         return usage.meter()
+
+
+def padded_tokens(rows: list[list[int]], batch_size: int) -> int:
+    """The positions the graph runs for these rows as run_rows batches them: sorted by
+    length, cut into `batch_size` batches, each padded to its longest row."""
+    lengths = sorted(len(r) for r in rows)
+    return sum(len(b) * b[-1] for b in (lengths[i:i + batch_size]
+                                         for i in range(0, len(lengths), batch_size)))
 
 
 def np_rows(input_ids: np.ndarray) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..budget import FLOAT_JSON_BYTES, INT_JSON_BYTES
+from ..bundle import padded_tokens
 from ..errors import InvalidInputError
 from ..ops import top_k_indices
 from ..parameters import BOOL, POSITIVE_INT, nullable
@@ -46,10 +47,7 @@ class SparseEmbeddingPipeline(Pipeline):
         pools them (tokens x vocabulary numbers, padded as the batches run)."""
         super().check_cost(prepared, options)
         rows = [r for p in prepared for r in p.rows]
-        lengths = sorted(len(r) for r in rows)
-        padded = sum(len(b) * b[-1] for b in (lengths[i:i + self.batch_size]
-                                               for i in range(0, len(lengths), self.batch_size)))
-        self.budget.check_outputs(padded * self.bundle.output_width,
+        self.budget.check_outputs(padded_tokens(rows, self.batch_size) * self.bundle.output_width,
                                   f"{len(rows)} row(s), scored over the vocabulary per token")
 
     def postprocess(self, prepared: Prepared, outputs: list[RowOutputs], options: Options) -> Any:
