@@ -4,9 +4,10 @@ against fp32 (for the sensitivity pass and to rank recipes). Tuning on the judge
 would let a recipe pass the gate by fitting them."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnx
@@ -79,10 +80,10 @@ def real_rows(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return flat
 
 
-def channel_absmax(model: Path, feeds: list[dict[str, Any]],
-                   tensors: list[str]) -> dict[str, np.ndarray]:
-    """Each tensor's largest |value| per channel (last axis) over the feeds' real positions,
-    from one fp32 session that exposes the tensors as extra outputs (weights stay on disk)."""
+@contextlib.contextmanager
+def probe(model: Path, tensors: list[str]) -> Iterator[Callable[[dict[str, Any]], dict[str, np.ndarray]]]:
+    """A function feed -> {tensor: value} for inner tensors of `model`, from one fp32 session
+    that exposes them as extra outputs (weights stay on disk); the probe file is removed after."""
     from onnx import helper
 
     from .external import load_graph
@@ -93,20 +94,41 @@ def channel_absmax(model: Path, feeds: list[dict[str, Any]],
         if name not in known:
             proto.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
                                                                     None))
-    probe = Path(model).with_name(Path(model).stem + ".stats.onnx")  # beside its weights
-    onnx.save_model(proto, str(probe))
+    path = Path(model).with_name(Path(model).stem + ".stats.onnx")  # beside its weights
+    onnx.save_model(proto, str(path))
     try:
-        sess = validate.onnx_session(probe)
-        out: dict[str, np.ndarray] = {}
+        sess = validate.onnx_session(path)
+        yield lambda feed: dict(zip(tensors, sess.run(tensors, feed)))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def channel_absmax(model: Path, feeds: list[dict[str, Any]],
+                   tensors: list[str]) -> dict[str, np.ndarray]:
+    """Each tensor's largest |value| per channel (last axis) over the feeds' real positions."""
+    out: dict[str, np.ndarray] = {}
+    with probe(model, tensors) as run:
         for feed in feeds:
-            values = dict(zip(tensors, sess.run(tensors, feed)))
+            values = run(feed)
             for name in tensors:
                 rows = real_rows(values[name], feed.get("attention_mask"))
                 peak = np.abs(rows).max(0) if len(rows) else np.zeros(rows.shape[-1], np.float32)
                 out[name] = np.maximum(out.get(name, 0.0), peak)
-        return out
-    finally:
-        probe.unlink(missing_ok=True)
+    return out
+
+
+def token_peaks(model: Path, feeds: list[dict[str, Any]],
+                tensors: list[str]) -> dict[str, np.ndarray]:
+    """Each per-token tensor's largest |value| of every real token over the feeds, as one
+    flat array; tensors not shaped [batch, sequence, channels] are left out."""
+    out: dict[str, list[np.ndarray]] = {}
+    with probe(model, tensors) as run:
+        for feed in feeds:
+            mask = feed["attention_mask"].astype(bool)
+            for name, x in run(feed).items():
+                if x.ndim == 3 and x.shape[:2] == mask.shape:
+                    out.setdefault(name, []).append(np.abs(x).max(-1)[mask])
+    return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
 def outputs(path: Path, feeds: list[dict[str, Any]]) -> list[list[np.ndarray]]:

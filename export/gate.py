@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import calibration, quantize, sensitivity, smoothing, validate
+from . import calibration, per_token, quantize, sensitivity, smoothing, validate
 from .errors import ExportError
 from .job import WriteJob, judge
 
@@ -72,24 +72,48 @@ class Int8Search:
         del sess
         self.sources: dict[str, Path] = {"": job.fp32}
         self.smoothed: dict[str, list[dict[str, Any]]] = {}
+        self.per_token: dict[str, dict[str, float]] = {}
         self.trials: list[Trial] = []
 
-    def source(self, which: str) -> Path:
-        """The fp32 graph a recipe quantizes: as exported, or smoothed on calibration ranges."""
-        if which not in self.sources:
-            from .external import load_graph
+    def source(self, recipe: quantize.Int8Recipe) -> Path:
+        """The fp32 graph a recipe quantizes: as exported, smoothed on calibration ranges,
+        and/or with per-token scales before the MatMuls it names."""
+        key = recipe.smooth + (f"+per_token_{recipe.per_token}" if recipe.per_token else "")
+        if key in self.sources:
+            return self.sources[key]
+        from .external import load_graph
 
-            sites = smoothing.sites(load_graph(self.job.fp32), which)
+        if recipe.per_token:
+            src = self.source(dataclasses.replace(recipe, per_token=""))
+            cfg = self.job.config
+            nodes = per_token.matmuls(load_graph(src), recipe.per_token, cfg.hidden_size,
+                                      cfg.intermediate_size)
+            self.per_token[recipe.per_token] = per_token.token_spread(src, self.job.calibration,
+                                                                      nodes)
+            dst = self.work / f"per_token.{key}.onnx"
+            if nodes:
+                per_token.rescale(src, dst, nodes)
+            else:  # nothing to rescale: the recipe is its twin without
+                dst = src
+        else:
+            sites = smoothing.sites(load_graph(self.job.fp32), recipe.smooth)
             ranges = calibration.channel_absmax(self.job.fp32, self.job.calibration,
                                                 [site.tensor for site in sites])
-            dst = self.work / f"smoothed.{which}.onnx"
-            self.smoothed[which] = smoothing.smooth(self.job.fp32, dst, sites, ranges)
-            self.sources[which] = dst
-        return self.sources[which]
+            dst = self.work / f"smoothed.{recipe.smooth}.onnx"
+            self.smoothed[recipe.smooth] = smoothing.smooth(self.job.fp32, dst, sites, ranges)
+        self.sources[key] = dst
+        return dst
+
+    def applies(self, recipe: quantize.Int8Recipe) -> bool:
+        """Whether a recipe can be written: smoothing and per-token scales read calibration
+        text (per-token scales: to record why), and per-token scales need a MatMul to scale."""
+        if (recipe.smooth or recipe.per_token) and not self.job.calibration:
+            return False
+        return not recipe.per_token or bool(self.source(recipe) and self.per_token[recipe.per_token])
 
     def write(self, recipe: quantize.Int8Recipe, dst: Path, tables: bool = True) -> dict[str, Any]:
         kept, head, bits = quantize.quantize_int8(
-            self.source(recipe.smooth), dst, recipe, True, self.job.config.hidden_size,
+            self.source(recipe), dst, recipe, True, self.job.config.hidden_size,
             self.job.config.intermediate_size, self.job.table_bits, tables)
         return {f"{recipe.apart_as}_matmuls": len(kept), "int8_head_gemm": head,
                 "table_bits": bits}
@@ -136,7 +160,7 @@ class Int8Search:
                                             calibration.outputs(probe, self.job.calibration),
                                             self.job.calibration)
 
-        nodes = sensitivity.units(load_graph(self.source(base.smooth)))
+        nodes = sensitivity.units(load_graph(self.source(base)))
         self.job.log(f"      sensitivity pass: {len(nodes)} node(s), each kept fp32 in turn "
                      f"on {base.name}")
         ranking = sensitivity.rank(nodes, error_without)
@@ -186,14 +210,14 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, 
         found["chosen_by"] = "the default recipe (all int8) passed: nothing faster to try"
     elif not job.search:  # too large to keep candidates and time them: the first to pass
         for recipe in quantize.INT8_RECIPES[1:] + (quantize.NBITS8_FFN, quantize.FP32_FFN):
-            if search.attempt(recipe).passed:
+            if search.applies(recipe) and search.attempt(recipe).passed:
                 passing = [search.trials[-1]]
                 break
         found["chosen_by"] = f"the first recipe to pass, in order (not searched: {job.search_off})"
     else:
-        calibrated = bool(job.calibration)  # smoothing and the pass read calibration text
+        calibrated = bool(job.calibration)  # the sensitivity pass reads calibration text
         passing = [t for t in (search.attempt(r) for r in quantize.INT8_RECIPES[1:]
-                               if calibrated or not r.smooth) if t.passed]
+                               if search.applies(r)) if t.passed]
         if not passing and calibrated:
             base = min(search.trials, key=lambda t: t.error)
             mixed, ranking = search.mixed(base.recipe)
@@ -206,16 +230,20 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, 
                                    search.attempt(quantize.FP32_FFN)) if t.passed]
     if search.smoothed:
         found["smoothing"] = {"alpha": smoothing.ALPHA, **search.smoothed}
+    if search.per_token:  # per node: its input's largest token peak over the median one
+        found["per_token"] = {"token_peak_over_median": search.per_token}
     try:
         if not passing:
             raise _failed(job, "int8", [t.record for t in search.trials])
         chosen = _fastest(job, passing, found) if len(passing) > 1 else passing[0]
+        found.setdefault("chosen_by", f"the only recipe that passed: {chosen.recipe.name}")
         from .external import load_graph, save_consolidated
 
         save_consolidated(load_graph(chosen.path), quantize._fresh(job.dst), search.work,
                           job.external)
     finally:
-        for path in [t.path for t in search.trials] + list(search.sources.values())[1:]:
+        for path in [t.path for t in search.trials] + \
+                [p for p in set(search.sources.values()) if p != job.fp32]:
             _remove(path)
     return chosen.recipe.name, [t.record for t in search.trials], found
 

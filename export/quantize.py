@@ -24,6 +24,8 @@ class Int8Recipe:
     per_channel: bool = False
     reduce_range: bool = False
     smooth: str = ""  # "norm" or "all": the input is the graph export/smoothing.py smoothed
+    per_token: str = ""  # "ffn" or "all": those MatMuls' inputs scaled per token first
+    # (export/per_token.py), so that one token's outliers set no other token's int8 scale
     fp32_ffn: bool = False  # every FFN MatMul kept fp32
     fp32_nodes: tuple[str, ...] = ()  # nodes kept fp32 (the sensitivity pass's choice)
     int8_head: bool = True  # a tied LM head as an int8 GEMM (int8_head) unless kept fp32
@@ -35,13 +37,18 @@ class Int8Recipe:
 
 # Every node int8, tried in this order (onnxruntime #9599: int8 MiniLM near random). On CPUs
 # without VNNI the u8s8 kernels can saturate, which reduce_range (7-bit weights) avoids;
-# smoothing flattens the outlier channels of the inputs (export/smoothing.py).
+# smoothing flattens the outlier channels of the inputs (export/smoothing.py); per-token
+# scales flatten the outlier tokens (export/per_token.py).
 INT8_RECIPES = (
     Int8Recipe("default"),
     Int8Recipe("per_channel", per_channel=True),
     Int8Recipe("per_channel+reduce_range", per_channel=True, reduce_range=True),
     Int8Recipe("smooth+per_channel", per_channel=True, smooth="norm"),
     Int8Recipe("smooth_all+per_channel", per_channel=True, smooth="all"),
+    Int8Recipe("smooth+per_channel+per_token_ffn", per_channel=True, smooth="norm",
+               per_token="ffn"),
+    Int8Recipe("smooth+per_channel+per_token", per_channel=True, smooth="norm",
+               per_token="all"),
 )
 # The last resorts, and the yardsticks the mixed-precision recipe is timed against: the FFN
 # in 8-bit MatMulNBits (per-block activation scales), then in fp32.

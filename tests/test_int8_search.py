@@ -184,3 +184,76 @@ def test_nodes_set_apart_as_nbits8(tmp_path):
 
     assert error(y1, x @ w1) < error(y2, x @ w2) / 2
     assert not list(tmp_path.glob("*.nbits8.onnx*"))  # the staged file is gone
+
+
+def _encoder_ffn(tmp_path: Path) -> Path:
+    """input_ids/attention_mask -> embedding Gather -> LayerNormalization -> FFN (MatMul,
+    Gelu, MatMul): the shape export/per_token.py rewrites, weights external."""
+    rng = np.random.default_rng(0)
+    vocab, hidden, inner = 50, 32, 128
+    table = rng.normal(size=(vocab, hidden)).astype(np.float32)
+    table[7] *= 40.0  # a token whose activations outrange every other's, as <s> does
+    inits = [numpy_helper.from_array(table, "table"),
+             numpy_helper.from_array(np.ones(hidden, np.float32), "gamma"),
+             numpy_helper.from_array(np.zeros(hidden, np.float32), "beta"),
+             numpy_helper.from_array(rng.normal(size=(hidden, inner)).astype(np.float32), "up"),
+             numpy_helper.from_array(rng.normal(size=(inner, hidden)).astype(np.float32), "down")]
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["e"], name="embed"),
+             helper.make_node("LayerNormalization", ["e", "gamma", "beta"], ["h"], name="ln",
+                              axis=-1),
+             helper.make_node("Mul", ["h", "e"], ["g"], name="keep_scale"),  # per-token range
+             helper.make_node("MatMul", ["g", "up"], ["u"], name="up_proj"),
+             helper.make_node("Gelu", ["u"], ["a"], name="gelu", domain="com.microsoft"),
+             helper.make_node("MatMul", ["a", "down"], ["y"], name="down_proj")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "s"])
+                     for n in ("input_ids", "attention_mask")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    path = tmp_path / "model.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data",
+                    size_threshold=0)
+    return path
+
+
+def test_per_token_scales_keep_the_function_and_free_a_text_from_its_batchmates(tmp_path):
+    """The rewrite computes the same fp32 function on real tokens, a row of padding included
+    (no NaN); quantized, a short text's answer no longer moves when a batchmate carries the
+    outlier token, where per-tensor dynamic int8's does."""
+    import onnxruntime as ort
+
+    from xlmr_serverless.export import per_token, quantize
+
+    src = _encoder_ffn(tmp_path)
+    nodes = per_token.matmuls(onnx.load(str(src), load_external_data=False), "ffn", 32, 128)
+    assert nodes == ["up_proj", "down_proj"]
+    dst = tmp_path / "rescaled.onnx"
+    per_token.rescale(src, dst, nodes)
+    ops = [n.op_type for n in onnx.load(str(dst), load_external_data=False).graph.node]
+    assert ops.count("Abs") == 1  # after Gelu the peak is the largest value: no Abs pass
+    assert ops.count("Div") == 2 and "Cast" in ops  # and padding zeroed from the mask
+
+    ids = np.array([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12], [0, 0, 0, 0, 0, 0]])
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1] * 6, [0] * 6])
+    feed = {"input_ids": ids, "attention_mask": mask}
+    want = ort.InferenceSession(str(src)).run(None, feed)[0]
+    got = ort.InferenceSession(str(dst)).run(None, feed)[0]
+    assert np.isfinite(got).all() and not got[2].any()  # the padding row: zeros, not NaN
+    real = mask.astype(bool)
+    np.testing.assert_allclose(got[real], want[real], rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+    def int8(path: Path, name: str) -> ort.InferenceSession:
+        out = tmp_path / f"{name}.int8.onnx"
+        quantize.quantize_int8(path, out, quantize.Int8Recipe("t", per_channel=True), True, 32,
+                               128, tables=False)
+        return ort.InferenceSession(str(out))
+
+    def drift(sess: ort.InferenceSession) -> float:
+        """How far the first text's answer moves when batched with the outlier text."""
+        alone = sess.run(None, {"input_ids": ids[:1, :4], "attention_mask": mask[:1, :4]})[0]
+        batched = sess.run(None, {"input_ids": ids[:2], "attention_mask": mask[:2]})[0]
+        return float(np.abs(batched[0, :4] - alone[0]).max() / np.abs(alone[0]).max())
+
+    plain, scaled = drift(int8(src, "plain")), drift(int8(dst, "scaled"))
+    assert plain > 0.05 and scaled < plain / 10, (plain, scaled)
