@@ -1,8 +1,9 @@
 """The int8 gate's search, piece by piece: calibration text held apart from what the gate
 judges, smoothing that computes the same fp32 function with flatter inputs (folded into a
 LayerNorm or one Mul), the sensitivity pass's prefix search, and the gate stopping at the
-default recipe when it passes. The real-weights case (MiniLM: mixed precision chosen by
-speed) is tests/test_convert.py."""
+default recipe when it passes, and per-token scales that free a text from its batchmates.
+The real-weights cases (MiniLM: per-token scales; mixed precision chosen by speed) are
+tests/test_convert.py."""
 from __future__ import annotations
 
 from pathlib import Path
