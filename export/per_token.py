@@ -4,7 +4,7 @@ activations (the `<s>` attention sink, `</s>`, punctuation), or a longer batchma
 every other token a few int8 levels: a text's answer then depends on what it is batched
 with. Dividing each token by its own peak before the quantized MatMul and multiplying the
 product back makes the one scale every token's own: the same fp32 function, all int8
-(docs/int8.md, benchmarks/experiments/per_token)."""
+(docs/int8.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +22,6 @@ EPS = 1e-6  # a token of zeros (padding) divides by this, not by zero
 # token's peak |x| after them is its largest value, floored here, which saves a pass of Abs
 GELU_OPS, GELU_FLOOR = ("Gelu", "BiasGelu", "FastGelu"), 0.17
 NORMS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization")
-WHICH = ("ffn", "all")  # the MatMuls given per-token scales: the FFN's, or every one
 
 
 def matmuls(proto: onnx.ModelProto, which: str, hidden: int, intermediate: int) -> list[str]:
