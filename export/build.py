@@ -314,7 +314,8 @@ def validation_feeds(source: Source, tokenizer_file: Path, opts: ExportOptions,
 def fuse(raw: Path, fused_path: Path, ref: Reference, opts: ExportOptions,
          steps: Steps) -> tuple[dict[str, Path], dict[str, Any]]:
     """onnxruntime's fusions, offered when they match PyTorch: the graphs each precision may
-    be written from ({"unfused"} or {"unfused", "fused"}) and the parity record so far."""
+    be written from ({"unfused"} or {"unfused", "fused"}, and "fused_cuda", with
+    SkipLayerNormalization, where a CUDA precision is asked for) and the parity record so far."""
     parity: dict[str, Any] = {"atol": FP32_ATOL, "reference": "pytorch",
                               "batches": len(ref.feeds), "fused_ops": {}, "optimize": {}}
     if not opts.optimize:
@@ -331,7 +332,15 @@ def fuse(raw: Path, fused_path: Path, ref: Reference, opts: ExportOptions,
         return {"unfused": raw}, parity
     parity.update(fused_ops=fused)
     done(", ".join(f"{k} {v}" for k, v in fused.items()))
-    return {"unfused": raw, "fused": fused_path}, parity
+    graphs = {"unfused": raw, "fused": fused_path}
+    if any(registry.get(p).provider != "cpu" for p in opts.precisions):
+        # CUDA files keep SkipLayerNormalization, whose CPU kernel alone is slow
+        cuda = fused_path.with_name("model.opt_cuda.onnx")
+        optimize.optimize(raw, cuda, config.num_attention_heads, config.hidden_size, external,
+                          skip_layer_norm=True)
+        if ref.judge(cuda).max_abs_diff <= FP32_ATOL:
+            graphs["fused_cuda"] = cuda
+    return graphs, parity
 
 
 def choose_graph(precision: str, graphs: dict[str, Path], ref: Reference, opts: ExportOptions,
@@ -339,10 +348,12 @@ def choose_graph(precision: str, graphs: dict[str, Path], ref: Reference, opts: 
     """Fused or unfused for this precision, decided on this precision's own graph: both
     written (the writer's first recipe), timed in alternating rounds, the fusions kept unless
     clearly slower (optimize.clearly_slower). Where fusions are forced, or the precision is
-    for another provider (not timed here), the fused graph."""
+    for another provider (not timed here), the fused graph (for CUDA: "fused_cuda")."""
     entry = registry.get(precision)
     if "fused" not in graphs or precision in writers.UNFUSED:
         return "unfused"
+    if entry.provider != "cpu" and "fused_cuda" in graphs:
+        return "fused_cuda"
     if opts.optimize != "auto" or entry.provider != "cpu":
         return "fused"
     too_large = too_large_to_time(graphs["fused"])
@@ -408,7 +419,7 @@ def write_precision(precision: str, graphs: dict[str, Path], out: Path, ref: Ref
     parity.update(result.parity)
     parity[precision] = cmp.as_dict()
     done(f"{gate.describe(cmp, ref.source.spec.parity)}, max|diff| {cmp.max_abs_diff:.1e}")
-    return _file_entry(out, name, precision, kind == "fused", result.recipe)
+    return _file_entry(out, name, precision, kind != "unfused", result.recipe)
 
 
 def public_id(model: str | Path, given: str | None) -> str:

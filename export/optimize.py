@@ -8,6 +8,8 @@ from typing import Any
 
 import onnx
 
+from ..runtime.session import CPU_DISABLED_OPTIMIZERS
+
 
 def count_ops(path: Path) -> Counter[str]:
     """op_type -> count of a saved model (graph structure only, weights not loaded)."""
@@ -19,10 +21,11 @@ MS_DOMAIN = "com.microsoft"  # the fused operators' domain
 
 
 def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
-             external_data: bool) -> dict[str, int]:
-    """Fuse `src` into `dst` for CPU, the weights read only where a fusion needs them and
-    the weights a fusion makes written to disk as they are made (export/external.py);
-    returns the fused-operator statistics."""
+             external_data: bool, skip_layer_norm: bool = False) -> dict[str, int]:
+    """Fuse `src` into `dst` (for CPU; `skip_layer_norm` for CUDA: fusion_options), the
+    weights read only where a fusion needs them and the weights a fusion makes written to
+    disk as they are made (export/external.py); returns the fused-operator statistics."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     from .external import load_graph, new_weights_to_disk, save_consolidated, weights_on_disk
@@ -31,7 +34,9 @@ def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
     made = folder / f"{Path(dst).name}.fused.data"  # the fusions' new weights, until saved
     with weights_on_disk(folder), new_weights_to_disk(Path(made.name)):
         model: Any = optimize_model(load_graph(src), model_type="bert", num_heads=num_heads,
-                                    hidden_size=hidden_size, opt_level=0)
+                                    hidden_size=hidden_size, opt_level=0,
+                                    optimization_options=fusion_options(FusionOptions("bert"),
+                                                                        skip_layer_norm))
     model.topological_sort()  # what OnnxModel.save does before writing, which this replaces
     proto = model.model
     if any(n.domain == MS_DOMAIN for n in proto.graph.node) and \
@@ -41,6 +46,15 @@ def optimize(src: Path, dst: Path, num_heads: int, hidden_size: int,
     made.unlink(missing_ok=True)
     stats = model.get_fused_operator_statistics()
     return {k: int(v) for k, v in stats.items() if v}
+
+
+def fusion_options(options: Any, skip_layer_norm: bool) -> Any:
+    """The transformer optimizer's options, the SkipLayerNormalization fusions off unless asked
+    for: on CPU onnxruntime's SkipLayerNormalization kernel is slower than the
+    LayerNormalization and Adds it replaces (docs/design/skip-layer-norm.md)."""
+    options.enable_skip_layer_norm = skip_layer_norm
+    options.enable_bias_skip_layer_norm = skip_layer_norm
+    return options
 
 
 # Fusions stay unless they are clearly slower: slower in every alternating round and by more
@@ -64,7 +78,8 @@ def alternating_ms(paths: dict[str, Path], feed: dict, rounds: int = 5, runs: in
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
-        sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                              disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
         sessions[name].run(None, feed)
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):

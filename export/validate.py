@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..runtime.ops import top_k_indices
+from ..runtime.session import CPU_DISABLED_OPTIMIZERS
 from ..runtime.tasks.spec import TaskSpec
 
 # Built-in validation text: Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari, CJK, Thai, emoji.
@@ -274,7 +275,8 @@ def onnx_session(path: Path) -> Any:
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = False
     opts.add_session_config_entry("session.disable_prepacking", "1")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=CPU_DISABLED_OPTIMIZERS)
 
 
 def run_onnx(session: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

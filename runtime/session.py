@@ -25,6 +25,10 @@ PROVIDERS = ("auto", "cpu", "cuda")
 # off; the served process (aws_lambda/config.py) and the `xlmr` CLI set it unless the
 # environment already says otherwise (ORT_DISABLE_TELEMETRY=0 turns it back on).
 TELEMETRY_OFF = {"ORT_DISABLE_TELEMETRY": "1"}
+# onnxruntime's graph optimizers a CPU session runs without: its CPU SkipLayerNormalization
+# kernel is slower than the LayerNormalization and Add it would fuse (docs/design/
+# skip-layer-norm.md); CUDA sessions keep every optimizer.
+CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -126,7 +130,8 @@ def _create_session(path: Path, provider: str, threads: int | None,
     providers: list[Any] = [CPU]
     if provider == "cuda":
         providers = [(CUDA, {"device_id": 0}), CPU]
-    session = ort.InferenceSession(str(path), opts, providers=providers)
+    cpu_only = {} if provider == "cuda" else {"disabled_optimizers": CPU_DISABLED_OPTIMIZERS}
+    session = ort.InferenceSession(str(path), opts, providers=providers, **cpu_only)
     used = "cuda" if session.get_providers()[0] == CUDA else "cpu"
     if provider == "cuda" and used != "cuda":
         if strict:

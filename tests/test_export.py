@@ -48,9 +48,23 @@ def test_fusions_are_counted(bundle_factory, arch):
 
     m = json.loads((bundle_factory("feature-extraction", arch) / "manifest.json").read_text())
     assert m["parity"]["fused_ops"].get("Attention") == 2  # one per layer
-    assert m["parity"]["fused_ops"].get("SkipLayerNormalization", 0) >= 4
+    assert m["parity"]["fused_ops"].get("BiasGelu") == 2
     ops = count_ops(bundle_factory("feature-extraction", arch) / "model.fp32.onnx")
     assert ops["Attention"] == 2 and ops["Softmax"] == 0
+    # left apart on purpose: on CPU slower fused (docs/design/skip-layer-norm.md)
+    assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 1 + 2 * 2
+
+
+def test_the_cuda_file_keeps_skip_layer_norm(bundle_factory):
+    """The fp16 file is for CUDA, whose SkipLayerNormalization kernel the CPU's slowness does
+    not concern: it is written from the graph with that fusion; the CPU files without."""
+    from xlmr_serverless.export.optimize import count_ops
+
+    folder = bundle_factory("text-classification", precisions=("fp32", "int8", "fp16"))
+    ops = {p: count_ops(folder / f"model.{p}.onnx") for p in ("fp32", "int8", "fp16")}
+    assert ops["fp16"]["SkipLayerNormalization"] == 4 and ops["fp16"]["Attention"] == 2
+    assert ops["fp32"]["SkipLayerNormalization"] == ops["int8"]["SkipLayerNormalization"] == 0
+    assert ops["fp32"]["Attention"] == 2
 
 
 @pytest.mark.main_env_only

@@ -44,9 +44,9 @@ class FakeSession:
 
     real = None  # onnxruntime's class, kept before the tests replace it
 
-    def __init__(self, path, opts, providers):
+    def __init__(self, path, opts, providers, disabled_optimizers=None):
         self.providers, self.threads = providers, opts.intra_op_num_threads
-        self.path = path
+        self.path, self.disabled_optimizers = path, disabled_optimizers
 
     def get_outputs(self):
         return FakeSession.real(self.path, providers=[CPU]).get_outputs()
@@ -76,8 +76,41 @@ def test_auto_falls_back_to_cpu_and_says_so(bundle_factory, monkeypatch, caplog)
     pipe = load(folder, precision="int8", threads=3)
     assert pipe.provider == "cpu" and pipe.precision == "int8"
     assert pipe.bundle.session.providers[0][0] == CUDA and pipe.bundle.session.threads == 3
+    assert pipe.bundle.session.disabled_optimizers is None  # a CUDA session keeps every fusion
     with pytest.raises(ProviderError, match="no GPU could be initialised"):
         load(folder, provider="cuda", precision="fp32")
+
+
+@needs_bundles
+def test_cpu_sessions_leave_layer_norm_and_add_apart(bundle_factory, monkeypatch, tmp_path):
+    """onnxruntime fuses a residual Add and its LayerNormalization into SkipLayerNormalization
+    at load, slower on CPU than the two (docs/design/skip-layer-norm.md): the runtime's CPU
+    session keeps them apart. onnxruntime's own optimized graph, written where it ran, is the
+    witness, beside a session with every optimizer, which fuses them."""
+    import onnx
+    import onnxruntime as ort
+
+    from xlmr_serverless.runtime import session
+
+    real = ort.InferenceSession
+    written = []
+
+    def witnessed(path, opts, **kw):
+        written.append(tmp_path / f"optimized{len(written)}.onnx")
+        opts.optimized_model_filepath = str(written[-1])
+        return real(path, opts, **kw)
+
+    path = bundle_factory("feature-extraction") / "model.int8.onnx"  # exported before
+    monkeypatch.setattr(ort, "InferenceSession", witnessed)
+    served, used = session.create_session(path, "cpu", 1)
+    every = witnessed(str(path), ort.SessionOptions(), providers=[CPU])
+    ops = [[n.op_type for n in onnx.load(str(p), load_external_data=False).graph.node]
+           for p in written]
+    assert used == "cpu" and "SkipLayerNormalization" not in ops[0]
+    assert ops[0].count("LayerNormalization") == 1 + 2 * 2  # embeddings + 2 per layer
+    assert ops[1].count("SkipLayerNormalization") == 4  # what the fusion would have made
+    x = {"input_ids": np.array([[0, 5, 6, 2]]), "attention_mask": np.ones((1, 4), np.int64)}
+    np.testing.assert_allclose(served.run(None, x)[0], every.run(None, x)[0], atol=1e-4)
 
 
 @needs_bundles
