@@ -184,6 +184,14 @@ class Int8Search:
                 _remove(trial.path)
         return (tried[k] if k else None), ranking
 
+    def table_twin(self) -> Trial:
+        """The all-int8 recipe of least calibration error so far, its word-embedding table
+        (and a tied head) kept fp32: judged like any recipe. The sensitivity pass leaves the
+        table out of its probes, so only this tells a failing table from failing MatMuls."""
+        base = min(self.trials, key=lambda t: t.error).recipe
+        return self.attempt(dataclasses.replace(base, name=f"{base.name}+fp32_table",
+                                                fp32_table=True, int8_head=False))
+
     def nbits8_for(self, trial: Trial | None) -> Trial | None:
         """The mixed recipe's nodes as 8-bit MatMulNBits instead of fp32: a candidate too
         (faster than fp32 where it passes)."""
@@ -198,11 +206,12 @@ class Int8Search:
 
 def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     """Dynamic int8 through the gate. The default recipe (all int8, the fastest) is kept when
-    it passes, with nothing else tried. Otherwise every all-int8 recipe is tried, then, if
-    none passes, the greedy mixed-precision recipe on the one with the least calibration
-    error, and the all-FFN-fp32 recipe; of those that pass, the fastest on this machine is
-    kept (alternating rounds; an earlier one unless a later is clearly faster). Returns the
-    recipe, every trial's record, and what the gate found (for the manifest)."""
+    it passes, with nothing else tried. Otherwise every all-int8 recipe is tried; if none
+    passes, the one with the least calibration error with its word-embedding table fp32; if
+    that fails too, the greedy mixed-precision recipe on that one, and the all-FFN-fp32 recipe;
+    of those that pass, the fastest on this machine is kept (alternating rounds; an earlier one
+    unless a later is clearly faster). Returns the recipe, every trial's record, and what the
+    gate found (for the manifest)."""
     search = Int8Search(job)
     found: dict[str, Any] = {"calibration": job.calibration_note}
     passing = [t for t in (search.attempt(r) for r in quantize.INT8_RECIPES[:1]) if t.passed]
@@ -218,6 +227,11 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, 
         calibrated = bool(job.calibration)  # the sensitivity pass reads calibration text
         passing = [t for t in (search.attempt(r) for r in quantize.INT8_RECIPES[1:]
                                if search.applies(r)) if t.passed]
+        if not passing:  # the table's error, which every later recipe keeps, or the MatMuls'?
+            passing = [t for t in [search.table_twin()] if t.passed]
+            if passing:
+                found["chosen_by"] = ("the word-embedding table kept fp32: with it, the "
+                                      "all-int8 recipe of least calibration error passed")
         if not passing and calibrated:
             base = min(search.trials, key=lambda t: t.error)
             mixed, ranking = search.mixed(base.recipe)

@@ -29,6 +29,9 @@ class Int8Recipe:
     fp32_ffn: bool = False  # every FFN MatMul kept fp32
     fp32_nodes: tuple[str, ...] = ()  # nodes kept fp32 (the sensitivity pass's choice)
     int8_head: bool = True  # a tied LM head as an int8 GEMM (int8_head) unless kept fp32
+    # the word-embedding table kept fp32: where its int8 error is what fails (a model whose
+    # embedding outliers its first LayerNorm amplifies), no MatMul kept fp32 can help
+    fp32_table: bool = False
     # how the MatMuls set apart from dynamic int8 (fp32_ffn, fp32_nodes) are written: "fp32",
     # or "nbits8": MatMulNBits 8-bit, whose int8 activations are scaled per block of K, so an
     # outlier channel costs only its block (benchmarks/experiments/nbits8)
@@ -124,6 +127,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
 
     folder = Path(src).resolve().parent
     graph = load_graph(src)
+    tables = tables and not recipe.fp32_table
     exclude = ffn_matmuls(graph, hidden, intermediate) if recipe.fp32_ffn else []
     exclude += [n for n in recipe.fp32_nodes if n not in exclude]
     heads = tied_head_matmuls(graph)

@@ -258,3 +258,57 @@ def test_per_token_scales_keep_the_function_and_free_a_text_from_its_batchmates(
 
     plain, scaled = drift(int8(src, "plain")), drift(int8(dst, "scaled"))
     assert plain > 0.05 and scaled < plain / 10, (plain, scaled)
+
+
+@needs_torch
+@pytest.mark.main_env_only
+def test_a_failing_table_is_found_and_kept_fp32(tmp_path):
+    """A word-embedding table whose few outlier rows (tokens no text here uses) set its int8
+    scale leaves every other row a few levels: every all-int8 recipe fails, and no MatMul
+    kept fp32 would help (they all keep the table int8). The gate tries the best of them with
+    the table fp32, ships that, and never runs the sensitivity pass."""
+    import json
+
+    import torch
+    import transformers
+
+    from tests.factory import make_model
+    from xlmr_serverless.export.build import ExportOptions, build_bundle
+
+    folder = make_model(tmp_path / "model", "feature-extraction", hidden=32, layers=2)
+    model = transformers.AutoModel.from_pretrained(str(folder))
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight[-8:] *= 300.0
+    model.save_pretrained(str(folder))
+    build_bundle(str(folder), "feature-extraction", tmp_path / "bundle",
+                 ExportOptions(precisions=("fp32", "int8")), log=lambda _: None)
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    gate = manifest["parity"]["int8_gate"]
+    tried = {r["recipe"]: r for r in manifest["parity"]["int8_recipes_tried"]}
+    int8 = next(f for f in manifest["files"] if f["precision"] == "int8")
+    assert int8["recipe"].endswith("+fp32_table") and "rejected" not in tried[int8["recipe"]]
+    assert all("rejected" in r for name, r in tried.items() if name != int8["recipe"])
+    assert "sensitivity" not in gate and "table kept fp32" in gate["chosen_by"]
+    graph = onnx.load(str(tmp_path / "bundle" / "model.int8.onnx"), load_external_data=False)
+    floats = {i.name for i in graph.graph.initializer if i.data_type == TensorProto.FLOAT}
+    ops = {n.op_type for n in graph.graph.node}
+    assert any(n.op_type == "Gather" and n.input[0] in floats for n in graph.graph.node)
+    assert "DequantizeLinear" not in ops and {"MatMulInteger", "QAttention"} <= ops
+    # served: every held-out sentence within 0.99 of fp32, in one padded batch
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tmp_path / "bundle" / "tokenizer.json"))
+    tok.enable_padding(pad_id=manifest["special_tokens"]["pad"]["id"])
+    rows = tok.encode_batch(ACCURACY_TEXT.read_text(encoding="utf-8").splitlines()[:16])
+    feed = {"input_ids": np.array([r.ids for r in rows]),
+            "attention_mask": np.array([r.attention_mask for r in rows])}
+
+    def sentences(precision: str) -> np.ndarray:
+        path = str(tmp_path / "bundle" / f"model.{precision}.onnx")
+        hidden = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        m = feed["attention_mask"][..., None]
+        v = (hidden * m).sum(1) / m.sum(1)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    assert (sentences("fp32") * sentences("int8")).sum(1).min() >= 0.99
