@@ -158,14 +158,20 @@ def report(result: dict[str, Any], out: Path | None) -> None:
 def alternating_ms(files: dict[str, Path], feed: dict[str, np.ndarray],
                    rounds: int) -> dict[str, list[float]]:
     """Each file's median ms of 50 runs per round, the files in turn, round after round."""
-    sessions = {name: session(p) for name, p in files.items()}
+    return rounds_ms({name: session(p) for name, p in files.items()}, feed, rounds, 50, 5)
+
+
+def rounds_ms(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int,
+              warmup: int) -> dict[str, list[float]]:
+    """Each session's median ms of `runs` per round (after `warmup` runs), in turn, round
+    after round."""
     ms: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(rounds):
         for name, s in sessions.items():
-            for _ in range(5):
+            for _ in range(warmup):
                 s.run(None, feed)
             t = []
-            for _ in range(50):
+            for _ in range(runs):
                 t0 = time.perf_counter()
                 s.run(None, feed)
                 t.append((time.perf_counter() - t0) * 1000)

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 import numpy as np
 
-from benchmarks.experiments.outlier_split.run import report
+from benchmarks.experiments.outlier_split.run import report, rounds_ms
 
 DISABLED = ["SkipLayerNormFusion"]
 
@@ -45,18 +44,8 @@ def session(path: Path, threads: int, disabled: list[str] | None) -> Any:
 def timed(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int,
           runs: int) -> dict[str, float]:
     """Each session's median ms: per round the median of `runs`, sessions in turn."""
-    ms: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            for _ in range(3):
-                s.run(None, feed)
-            t = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, feed)
-                t.append((time.perf_counter() - t0) * 1000)
-            ms[name].append(median(t))
-    return {name: round(median(v), 3) for name, v in ms.items()}
+    return {name: round(median(v), 3)
+            for name, v in rounds_ms(sessions, feed, rounds, runs, 3).items()}
 
 
 def main(argv: list[str] | None = None) -> None:
