@@ -232,8 +232,9 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, 
             if passing:
                 found["chosen_by"] = ("the word-embedding table kept fp32: with it, the "
                                       "all-int8 recipe of least calibration error passed")
-        if not passing and calibrated:
-            base = min(search.trials, key=lambda t: t.error)
+        if not passing and calibrated:  # on the best all-int8 recipe, table int8 as before
+            base = min((t for t in search.trials if not t.recipe.fp32_table),
+                       key=lambda t: t.error)
             mixed, ranking = search.mixed(base.recipe)
             found["sensitivity"] = {"base": base.recipe.name, **ranking.as_dict()}
             passing = [t for t in (mixed, search.nbits8_for(mixed),
