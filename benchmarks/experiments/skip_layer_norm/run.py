@@ -9,7 +9,8 @@ optimizer's graph with the SkipLayerNormalization fusions on and off, each in fp
 file in turn, alternating rounds, random token ids, for each thread count.
 
     python -m benchmarks.experiments.skip_layer_norm.run UNFUSED_FP32.onnx --heads 12 \
-        --hidden 384 [--shapes 1x16,1x64,8x64,8x256] [--threads 2,1] [--rounds 5] [--out DIR]
+        --hidden 384 [--shapes 1x16,1x64,8x64,8x256] [--threads 2,1] [--rounds 5]
+        [--other NAME=FILE.onnx] [--out DIR]
 """
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shapes", default="1x16,1x64,8x64,8x256")
     ap.add_argument("--threads", default="2,1")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--other", action="append", default=[],
+                    help="NAME=FILE.onnx: another file, timed as onnxruntime loads it and "
+                         "with SkipLayerNormFusion off")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     from xlmr_serverless.export import optimize, quantize
@@ -76,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
                 files[f"{precision}, {tag}"] = (path, None)
                 if not fused:
                     files[f"{precision}, {tag}, SkipLayerNormFusion off"] = (path, DISABLED)
+        for name, path in (o.split("=", 1) for o in args.other):
+            files[name] = (Path(path), None)
+            files[f"{name}, SkipLayerNormFusion off"] = (Path(path), DISABLED)
         rng = np.random.default_rng(0)
         for threads in [int(t) for t in args.threads.split(",")]:
             sessions = {name: session(p, threads, d) for name, (p, d) in files.items()}
