@@ -184,11 +184,10 @@ class Int8Search:
                 _remove(trial.path)
         return (tried[k] if k else None), ranking
 
-    def table_twin(self) -> Trial:
-        """The all-int8 recipe of least calibration error so far, its word-embedding table
-        (and a tied head) kept fp32: judged like any recipe. The sensitivity pass leaves the
-        table out of its probes, so only this tells a failing table from failing MatMuls."""
-        base = min(self.trials, key=lambda t: t.error).recipe
+    def table_twin(self, base: quantize.Int8Recipe) -> Trial:
+        """`base` with its word-embedding table (and a tied head) kept fp32, judged like any
+        recipe. The sensitivity pass leaves the table out of its probes, so only this tells a
+        failing table from failing MatMuls."""
         return self.attempt(dataclasses.replace(base, name=f"{base.name}+fp32_table",
                                                 fp32_table=True, int8_head=False))
 
@@ -227,14 +226,13 @@ def int8_with_gate(job: WriteJob) -> tuple[str, list[dict[str, Any]], dict[str, 
         calibrated = bool(job.calibration)  # the sensitivity pass reads calibration text
         passing = [t for t in (search.attempt(r) for r in quantize.INT8_RECIPES[1:]
                                if search.applies(r)) if t.passed]
+        base = min(search.trials, key=lambda t: t.error)  # the best all-int8 recipe
         if not passing:  # the table's error, which every later recipe keeps, or the MatMuls'?
-            passing = [t for t in [search.table_twin()] if t.passed]
+            passing = [t for t in [search.table_twin(base.recipe)] if t.passed]
             if passing:
                 found["chosen_by"] = ("the word-embedding table kept fp32: with it, the "
                                       "all-int8 recipe of least calibration error passed")
-        if not passing and calibrated:  # on the best all-int8 recipe, table int8 as before
-            base = min((t for t in search.trials if not t.recipe.fp32_table),
-                       key=lambda t: t.error)
+        if not passing and calibrated:
             mixed, ranking = search.mixed(base.recipe)
             found["sensitivity"] = {"base": base.recipe.name, **ranking.as_dict()}
             passing = [t for t in (mixed, search.nbits8_for(mixed),
