@@ -76,47 +76,46 @@ class Int8Search:
         self.trials: list[Trial] = []
 
     def source(self, recipe: quantize.Int8Recipe) -> Path:
-        """The fp32 graph a recipe quantizes: as exported, smoothed on calibration ranges,
-        and/or with per-token scales before the MatMuls it names."""
-        key = recipe.smooth + (f"+per_token_{recipe.per_token}" if recipe.per_token else "")
-        if key in self.sources:
-            return self.sources[key]
+        """The fp32 graph a recipe quantizes: as exported, or smoothed on calibration ranges."""
+        if recipe.smooth in self.sources:
+            return self.sources[recipe.smooth]
         from .external import load_graph
 
-        if recipe.per_token:
-            src = self.source(dataclasses.replace(recipe, per_token=""))
-            cfg = self.job.config
-            nodes = per_token.matmuls(load_graph(src), recipe.per_token, cfg.hidden_size,
-                                      cfg.intermediate_size)
-            self.per_token[recipe.per_token] = per_token.token_spread(src, self.job.calibration,
-                                                                      nodes)
-            dst = self.work / f"per_token.{key}.onnx"
-            if nodes:
-                per_token.rescale(src, dst, nodes)
-            else:  # nothing to rescale: the recipe is its twin without
-                dst = src
-        else:
-            sites = smoothing.sites(load_graph(self.job.fp32), recipe.smooth)
-            ranges = calibration.channel_absmax(self.job.fp32, self.job.calibration,
-                                                [site.tensor for site in sites])
-            dst = self.work / f"smoothed.{recipe.smooth}.onnx"
-            self.smoothed[recipe.smooth] = smoothing.smooth(self.job.fp32, dst, sites, ranges)
-        self.sources[key] = dst
+        sites = smoothing.sites(load_graph(self.job.fp32), recipe.smooth)
+        ranges = calibration.channel_absmax(self.job.fp32, self.job.calibration,
+                                            [site.tensor for site in sites])
+        dst = self.work / f"smoothed.{recipe.smooth}.onnx"
+        self.smoothed[recipe.smooth] = smoothing.smooth(self.job.fp32, dst, sites, ranges)
+        self.sources[recipe.smooth] = dst
         return dst
+
+    def token_spread(self, which: str) -> dict[str, float]:
+        """The MatMuls a per-token recipe (`which`) writes per token, each with why: its
+        input's largest token peak over the median one (calibration text; for the manifest)."""
+        if which not in self.per_token:
+            from .external import load_graph
+
+            cfg = self.job.config
+            nodes = per_token.matmuls(load_graph(self.job.fp32), which, cfg.hidden_size,
+                                      cfg.intermediate_size)
+            self.per_token[which] = per_token.token_spread(self.job.fp32, self.job.calibration,
+                                                           nodes) if nodes else {}
+        return self.per_token[which]
 
     def applies(self, recipe: quantize.Int8Recipe) -> bool:
         """Whether a recipe can be written: smoothing and per-token scales read calibration
-        text (per-token scales: to record why), and per-token scales need a MatMul to scale."""
+        text (per-token scales: to record why), and per-token scales need a MatMul."""
         if (recipe.smooth or recipe.per_token) and not self.job.calibration:
             return False
-        return not recipe.per_token or bool(self.source(recipe) and self.per_token[recipe.per_token])
+        return not recipe.per_token or bool(self.token_spread(recipe.per_token))
 
     def write(self, recipe: quantize.Int8Recipe, dst: Path, tables: bool = True) -> dict[str, Any]:
         kept, head, bits = quantize.quantize_int8(
             self.source(recipe), dst, recipe, True, self.job.config.hidden_size,
             self.job.config.intermediate_size, self.job.table_bits, tables)
+        rows = [n for n in self.per_token.get(recipe.per_token, ()) if n not in kept]
         return {f"{recipe.apart_as}_matmuls": len(kept), "int8_head_gemm": head,
-                "table_bits": bits}
+                "table_bits": bits, **({"per_token_matmuls": len(rows)} if rows else {})}
 
     def attempt(self, recipe: quantize.Int8Recipe) -> Trial:
         """Write `recipe`'s file and judge it on the gate's feeds and, by the same measure, on

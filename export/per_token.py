@@ -1,10 +1,11 @@
-"""Per-token activation scales for dynamic int8: onnxruntime's dynamic quantization gives a
-MatMul's whole input one scale, set by its largest value, so a token carrying outlier
-activations (the `<s>` attention sink, `</s>`, punctuation), or a longer batchmate's, leaves
-every other token a few int8 levels: a text's answer then depends on what it is batched
-with. Dividing each token by its own peak before the quantized MatMul and multiplying the
-product back makes the one scale every token's own: the same fp32 function, all int8
-(docs/int8.md)."""
+"""Per-token int8 for the MatMuls whose inputs carry outlier tokens. onnxruntime's dynamic
+quantization gives a MatMul's whole input one scale, set by its largest value, so a token
+carrying outlier activations (the `<s>` attention sink, `</s>`, punctuation), or a longer
+batchmate's, leaves every other token a few int8 levels: a text's answer then depends on
+what it is batched with. Here each token (row) gets its own scale: a QuantizeLinear with one
+scale per row (ONNX's blocked quantization, one block the row's length) feeds onnxruntime's
+MatMulIntegerToFloat (int8 weights, a scale per output column), and the product is
+multiplied by the row's scale. Every MatMul stays int8 (docs/int8.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,11 +18,18 @@ from onnx import helper, numpy_helper
 from . import calibration
 from .graph_index import index
 
-EPS = 1e-6  # a token of zeros (padding) divides by this, not by zero
+EPS = 1e-6  # a token of zeros (padding) takes this scale, not zero
 # GELU's outputs are never below -0.16997 (x * Phi(x) at x = -0.75; the tanh form alike): a
-# token's peak |x| after them is its largest value, floored here, which saves a pass of Abs
+# token's peak |x| after them is its largest value, which saves a pass of Abs
 GELU_OPS, GELU_FLOOR = ("Gelu", "BiasGelu", "FastGelu"), 0.17
 NORMS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization")
+# uint8 zero points (onnxruntime's fast int8 GEMMs take u8 activations, one zero point per
+# tensor): 128 for inputs of either sign, 127 levels each way; after GELU 16, which leaves
+# 239 levels to the positive values, and a scale of at least GELU_FLOOR / 16 keeps -0.17
+# in range (a symmetric scale there spends half its levels on values that never occur:
+# benchmarks/experiments/per_token)
+SIGNED_ZERO, GELU_ZERO = 128, 16
+OPSET = 21  # QuantizeLinear's blocked form (a scale per row)
 
 
 def matmuls(proto: onnx.ModelProto, which: str, hidden: int, intermediate: int) -> list[str]:
@@ -49,50 +57,94 @@ def token_spread(model: Path, feeds: list[dict[str, Any]], nodes: list[str]) -> 
             for node, t in reads.items() if t in peaks}
 
 
-def rescale(src: Path, dst: Path, nodes: list[str]) -> None:
-    """`src` with each named MatMul y = x @ W written as y = ((x / p) @ W) * p, p each token's
-    largest |x| (at least EPS), and the padding positions zeroed where the encoder starts
-    (masked keys, they change no real token, but their values would set scales of the
-    MatMuls left per-tensor); to `dst` in the same folder (weights untouched)."""
-    from .external import load_graph, save_consolidated
+def int8_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A [K, N] weight as symmetric int8 with one scale per output column."""
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12).astype(np.float32) / 127
+    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale
 
-    proto = load_graph(src)
-    graph = proto.graph
+
+def per_token_int8(proto: onnx.ModelProto, nodes: list[str], folder: Path, data: str,
+                   gelu_zero: int = GELU_ZERO) -> onnx.ModelProto:
+    """`proto` (its weights in `folder`) with each named fp32 MatMul y = x @ W written as
+    per-token int8: s = each row's peak over its levels, y = MatMulIntegerToFloat(
+    QuantizeLinear(x, s), int8 W) * s; the new int8 weights appended to `folder`/`data`.
+    Padding is zeroed where the encoder starts (masked keys change no real token, but their
+    values would set the scales of MatMuls left per-tensor), and the graph moves to opset
+    OPSET. Returns the rewritten graph (a new proto)."""
+    from onnx import version_converter
+
+    from .external import append_external, read_array
+
     wanted = set(nodes)
     if not wanted:
-        raise ValueError("no MatMul to rescale")
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
-    producer = index(graph).producer
-    graph.initializer.extend([numpy_helper.from_array(np.array(EPS, np.float32), "per_token.eps"),
-                              numpy_helper.from_array(np.array(GELU_FLOOR, np.float32),
-                                                      "per_token.gelu_floor")])
-    if opset >= 18:  # ReduceMax's axes became an input
-        graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64),
-                                                         "per_token.axes"))
+        raise ValueError("no MatMul to write per token")
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), OPSET)
+    if opset < OPSET:
+        proto = version_converter.convert_version(proto, OPSET)
+    proto.ir_version = max(proto.ir_version, 10)  # what opset 21 needs
+    g = index(proto.graph)
+    graph = proto.graph
+    consts: list[onnx.TensorProto] = [numpy_helper.from_array(np.array([-1], np.int64),
+                                                              "per_token.axes"),
+                                      numpy_helper.from_array(np.array(1.0, np.float32),
+                                                              "per_token.one")]
+    zero_points: dict[int, str] = {}  # zero point -> its [batch, seq, 1] tensor, made once
     out: list[onnx.NodeProto] = []
-    for n in graph.node:
-        if n.name not in wanted:
-            out.append(n)
-            continue
-        x, p = n.input[0], n.name
-        after_gelu = x in producer and producer[x].op_type in GELU_OPS
-        reduce = [x if after_gelu else p + "/abs"] + (["per_token.axes"] if opset >= 18 else [])
-        kw: dict[str, Any] = {"keepdims": 1} if opset >= 18 else {"keepdims": 1, "axes": [-1]}
-        product = onnx.NodeProto()
-        product.CopyFrom(n)
-        product.input[0], product.output[0] = p + "/x", p + "/y"
-        floor = "per_token.gelu_floor" if after_gelu else "per_token.eps"
-        out += ([] if after_gelu else [helper.make_node("Abs", [x], [p + "/abs"], name=p + "/Abs")])
-        out += [helper.make_node("ReduceMax", reduce, [p + "/peak0"], name=p + "/TokenPeak", **kw),
-                helper.make_node("Max", [p + "/peak0", floor], [p + "/peak"], name=p + "/Floor"),
-                helper.make_node("Div", [x, p + "/peak"], [p + "/x"], name=p + "/PerToken"),
-                product,
-                helper.make_node("Mul", [p + "/y", p + "/peak"], [n.output[0]],
-                                 name=p + "/Rescale")]
+    with open(folder / data, "wb") as weights:
+        for n in graph.node:
+            if n.name not in wanted:
+                out.append(n)
+                continue
+            x, p = n.input[0], n.name
+            w = g.initializers[n.input[1]]
+            wq, w_scale = int8_columns(read_array(w, str(folder)).astype(np.float32))
+            after_gelu = x in g.producer and g.producer[x].op_type in GELU_OPS
+            zero = gelu_zero if after_gelu else SIGNED_ZERO
+            levels, floor = 255 - zero, (GELU_FLOOR / zero if after_gelu else EPS / 127)
+            q_w = numpy_helper.from_array(wq, p + "/w_int8")
+            append_external(weights, q_w, wq.tobytes(), data)
+            consts += [q_w, numpy_helper.from_array(w_scale, p + "/w_scale"),
+                       numpy_helper.from_array(np.array(1 / levels, np.float32), p + "/per_level"),
+                       numpy_helper.from_array(np.array(floor, np.float32), p + "/floor")]
+            if after_gelu:
+                peak_of = x
+            else:
+                out.append(helper.make_node("Abs", [x], [p + "/abs"], name=p + "/Abs"))
+                peak_of = p + "/abs"
+            out += [helper.make_node("ReduceMax", [peak_of, "per_token.axes"], [p + "/peak"],
+                                     keepdims=1, name=p + "/TokenPeak"),
+                    helper.make_node("Mul", [p + "/peak", p + "/per_level"], [p + "/scale0"],
+                                     name=p + "/PerLevel"),
+                    helper.make_node("Max", [p + "/scale0", p + "/floor"], [p + "/scale"],
+                                     name=p + "/Floor")]
+            if zero not in zero_points:  # the same [batch, seq, 1] shape for every MatMul
+                consts.append(numpy_helper.from_array(np.array([zero], np.uint8),
+                                                      f"per_token.zero{zero}"))
+                zero_points[zero] = f"per_token.zero{zero}.rows"
+                out += [helper.make_node("Shape", [p + "/scale"], [p + "/rows"],
+                                         name=p + "/Rows"),
+                        helper.make_node("Expand", [f"per_token.zero{zero}", p + "/rows"],
+                                         [zero_points[zero]], name=f"per_token/Zero{zero}")]
+            consts.append(numpy_helper.from_array(np.array(zero, np.uint8), p + "/zero"))
+            out += [helper.make_node("QuantizeLinear", [x, p + "/scale", zero_points[zero]],
+                                     [p + "/x_uint8"], axis=-1, block_size=int(wq.shape[0]),
+                                     name=p + "/QuantizePerToken"),
+                    helper.make_node("MatMulIntegerToFloat",
+                                     [p + "/x_uint8", p + "/w_int8", "per_token.one",
+                                      p + "/w_scale", p + "/zero"], [p + "/y"],
+                                     name=p + "/MatMulInteger", domain="com.microsoft"),
+                    helper.make_node("Mul", [p + "/y", p + "/scale"], [n.output[0]],
+                                     name=p + "/Rescale")]
+    used = {i for node in out for i in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
     del graph.node[:]
     graph.node.extend(out)
+    del graph.initializer[:]
+    graph.initializer.extend(kept + consts)
     zero_padding(graph)
-    save_consolidated(proto, dst, Path(src).resolve().parent)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return proto
 
 
 def zero_padding(graph: onnx.GraphProto) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import table4
+from . import per_token, table4
 from .graph_index import index
 
 
@@ -24,8 +24,8 @@ class Int8Recipe:
     per_channel: bool = False
     reduce_range: bool = False
     smooth: str = ""  # "norm" or "all": the input is the graph export/smoothing.py smoothed
-    per_token: str = ""  # "ffn" or "all": those MatMuls' inputs scaled per token first
-    # (export/per_token.py), so that one token's outliers set no other token's int8 scale
+    per_token: str = ""  # "ffn" or "all": those MatMuls int8 with one activation scale per
+    # token (export/per_token.py), so that one token's outliers set no other token's scale
     fp32_ffn: bool = False  # every FFN MatMul kept fp32
     fp32_nodes: tuple[str, ...] = ()  # nodes kept fp32 (the sensitivity pass's choice)
     int8_head: bool = True  # a tied LM head as an int8 GEMM (int8_head) unless kept fp32
@@ -135,18 +135,23 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
         exclude += [n for n in heads if n not in exclude]
     if recipe.apart_as == "nbits8" and exclude:
         graph = nbits8(graph, [n for n in exclude if n not in heads], folder, Path(dst).name)
+    rows = [n for n in per_token.matmuls(graph, recipe.per_token, hidden, intermediate)
+            if n not in exclude and n not in heads] if recipe.per_token else []
     staged = _fresh(folder / f"{Path(dst).name}.staged.onnx")
     with quiet_quantizer(), weights_on_disk(folder), weights_stay_on_disk():
         quantize_dynamic(
             graph, str(staged), weight_type=QuantType.QInt8,
             per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-            nodes_to_exclude=exclude,
+            nodes_to_exclude=exclude + rows,  # rows: per-token int8, written below
             op_types_to_quantize=["MatMul", "Attention"] + (TABLES if tables else []),
             use_external_data_format=True,
             # the fused com.microsoft ops have no type inference: without this it fails
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     proto = load_graph(staged)
+    per_token_data = f"{Path(dst).name}.per_token.onnx.data"
+    if rows:
+        proto = per_token.per_token_int8(proto, rows, folder, per_token_data)
     four = tables and table_bits == 4 and \
         table4.table_to_4bit(proto, fp32_initializer(src)) is not None
     with weights_from(folder):
@@ -154,6 +159,7 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe, external_data: bool,
     save_consolidated(proto, _fresh(dst), folder, external_data)
     _fresh(staged)
     _fresh(folder / f"{Path(dst).name}.nbits8.onnx")
+    _fresh(folder / f"{Path(dst).name}.per_token.onnx")
     return exclude, head, 4 if four else 8
 
 

@@ -4,9 +4,10 @@ batchmate's `</s>`, padding) costs every other token its resolution (export/per_
 
 On an fp32 bundle: the graph smoothed as the gate smooths it (`--smoothing norm`: every input
 a normalization produced), only the FFN up-projections' inputs (`ffn`) or not at all (`none`),
-calibration text; then per-token scales before no MatMul, the FFN down-projections, the k FFN
-MatMuls of largest token spread (their input's largest token peak over the median, calibration
-text) and every FFN MatMul; each quantized per channel. Judged as the gate judges (sentence
+calibration text; then per-token int8 (export/per_token.py: a scale per row) on no MatMul, the
+FFN down-projections, the k FFN MatMuls of largest token spread (their input's largest token
+peak over the median, calibration text) and every FFN MatMul, at each zero point after GELU
+asked (`--gelu-zero`); every other MatMul dynamic int8 per channel. Judged as the gate judges (sentence
 cosine against fp32) on the gate's text and the calibration text one sentence a run, and on the
 held-out text batched as the runtime batches (sorted by length, padded with the bundle's pad
 id): alone, in 16s and in one batch of 48. Timed at b1 and b8 of 64 random tokens, each file
@@ -15,7 +16,7 @@ fp32 file, the all-int8 default recipe and, where given, another int8 file (`--o
 with onnxruntime's defaults: Optimum's as Optimum loads it).
 
     python -m benchmarks.experiments.per_token.run FP32_BUNDLE [--smoothing norm,ffn,none]
-        [--k 2,4,6] [--rounds 5] [--other NAME=FILE.onnx] [--out DIR]
+        [--k 2,4,6] [--gelu-zero 8,16,32] [--rounds 5] [--other NAME=FILE.onnx] [--out DIR]
 """
 from __future__ import annotations
 
@@ -76,6 +77,22 @@ def variants(spread: dict[str, float], ks: list[int]) -> dict[str, list[str]]:
     return out
 
 
+def per_token_file(src: Path, dst: Path, nodes: list[str], hidden: int, intermediate: int,
+                   gelu_zero: int) -> None:
+    """`src` quantized per channel, `nodes` written as per-token int8 with `gelu_zero` as the
+    zero point after GELU, as export/quantize.py writes a per-token recipe (which names its
+    nodes by role: "ffn", "all")."""
+    from xlmr_serverless.export import per_token, quantize
+    from xlmr_serverless.export.external import load_graph, save_consolidated
+
+    recipe = quantize.Int8Recipe("per_channel", per_channel=True, fp32_nodes=tuple(nodes))
+    quantize.quantize_int8(src, dst, recipe, True, hidden, intermediate)
+    if nodes:
+        proto = per_token.per_token_int8(load_graph(dst), nodes, dst.parent,
+                                         dst.name + ".rows.data", gelu_zero)
+        save_consolidated(proto, dst, dst.parent)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bundle", type=Path)
@@ -83,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--smoothing", default="norm",
                     help="comma-separated: norm (every site after a normalization, as the "
                          "gate smooths), ffn (the FFN up-projections' only), none")
+    ap.add_argument("--gelu-zero", default=str(16),
+                    help="comma-separated uint8 zero points after GELU to compare")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--other", action="append", default=[], help="NAME=FILE.onnx, timed too")
@@ -135,19 +154,17 @@ def main(argv: list[str] | None = None) -> None:
                                intermediate)
         files["all int8 (default recipe)"] = default
         rows = []
-        recipe = quantize.Int8Recipe("per_channel", per_channel=True)
-        plans = [(which, label, nodes) for which in args.smoothing.split(",")
+        plans = [(which, label, nodes, zero) for which in args.smoothing.split(",")
                  for label, nodes in variants(spread, [int(k) for k in args.k.split(",")
-                                                       if k]).items()]
-        for i, (which, label, nodes) in enumerate(plans):
-            src = sources[which]
-            if nodes:
-                src = work / f"per_token{i}.onnx"
-                per_token.rescale(sources[which], src, nodes)
+                                                       if k]).items()
+                 for zero in ([per_token.GELU_ZERO] if not nodes else
+                              [int(z) for z in args.gelu_zero.split(",")])]
+        for i, (which, label, nodes, zero) in enumerate(plans):
             path = work / f"int8_{i}.onnx"
-            quantize.quantize_int8(src, path, recipe, True, hidden, intermediate)
+            per_token_file(sources[which], path, nodes, hidden, intermediate, zero)
             got = session(path)
-            label = f"smoothing {which}, per-token scales on {label}"
+            label = f"smoothing {which}, per-token int8 on {label}" + \
+                (f", zero point {zero} after GELU" if nodes and "," in args.gelu_zero else "")
             row: dict[str, Any] = {"file": label, "nodes": nodes}
             for name, feeds in sets.items():
                 low, ok, n = min_cosine(ref, got, feeds)
