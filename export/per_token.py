@@ -18,7 +18,6 @@ from onnx import helper, numpy_helper
 from . import calibration
 from .graph_index import index
 
-EPS = 1e-6  # a token of zeros (padding) takes this scale, not zero
 # GELU's outputs are never below -0.16997 (x * Phi(x) at x = -0.75; the tanh form alike): a
 # token's peak |x| after them is its largest value, which saves a pass of Abs
 GELU_OPS, GELU_FLOOR = ("Gelu", "BiasGelu", "FastGelu"), 0.17
@@ -100,23 +99,29 @@ def per_token_int8(proto: onnx.ModelProto, nodes: list[str], folder: Path, data:
             wq, w_scale = int8_columns(read_array(w, str(folder)).astype(np.float32))
             after_gelu = x in g.producer and g.producer[x].op_type in GELU_OPS
             zero = gelu_zero if after_gelu else SIGNED_ZERO
-            levels, floor = 255 - zero, (GELU_FLOOR / zero if after_gelu else EPS / 127)
+            levels = 255 - zero
             q_w = numpy_helper.from_array(wq, p + "/w_int8")
             append_external(weights, q_w, wq.tobytes(), data)
             consts += [q_w, numpy_helper.from_array(w_scale, p + "/w_scale"),
-                       numpy_helper.from_array(np.array(1 / levels, np.float32), p + "/per_level"),
-                       numpy_helper.from_array(np.array(floor, np.float32), p + "/floor")]
+                       numpy_helper.from_array(np.array(1 / levels, np.float32), p + "/per_level")]
             if after_gelu:
                 peak_of = x
             else:
                 out.append(helper.make_node("Abs", [x], [p + "/abs"], name=p + "/Abs"))
                 peak_of = p + "/abs"
+            # a row of zeros takes scale 0: whatever QuantizeLinear makes of 0 / 0, the product
+            # times 0 is that row's true product, 0; after GELU the scale is floored so that
+            # -GELU_FLOOR stays in range
+            scale = p + ("/scale0" if after_gelu else "/scale")
             out += [helper.make_node("ReduceMax", [peak_of, "per_token.axes"], [p + "/peak"],
                                      keepdims=1, name=p + "/TokenPeak"),
-                    helper.make_node("Mul", [p + "/peak", p + "/per_level"], [p + "/scale0"],
-                                     name=p + "/PerLevel"),
-                    helper.make_node("Max", [p + "/scale0", p + "/floor"], [p + "/scale"],
-                                     name=p + "/Floor")]
+                    helper.make_node("Mul", [p + "/peak", p + "/per_level"], [scale],
+                                     name=p + "/PerLevel")]
+            if after_gelu:
+                consts.append(numpy_helper.from_array(np.array(GELU_FLOOR / zero, np.float32),
+                                                      p + "/floor"))
+                out.append(helper.make_node("Max", [scale, p + "/floor"], [p + "/scale"],
+                                            name=p + "/Floor"))
             if zero not in zero_points:  # the same [batch, seq, 1] shape for every MatMul
                 consts.append(numpy_helper.from_array(np.array([zero], np.uint8),
                                                       f"per_token.zero{zero}"))
