@@ -1,6 +1,6 @@
 """One index of an ONNX graph for the rewrites that match patterns in it (the tied table, the
 int8 and 4-bit heads, smoothing): initializers by name, each tensor's producer and readers,
-and the rank of each graph input."""
+and the rank of each graph input; and the FFN MatMuls, which several recipes name."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,3 +30,11 @@ def index(graph: onnx.GraphProto) -> GraphIndex:
                       readers=readers,
                       input_ranks={i.name: len(i.type.tensor_type.shape.dim)
                                    for i in graph.input})
+
+
+def ffn_matmuls(proto: onnx.ModelProto, hidden: int, intermediate: int) -> list[str]:
+    """Names of the FFN MatMuls (up- and down-projections), found by weight shape."""
+    shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
+    wanted = {(intermediate, hidden), (hidden, intermediate)}
+    return [n.name for n in proto.graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and shapes.get(n.input[1]) in wanted]

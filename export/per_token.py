@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from . import calibration
-from .graph_index import index
+from .graph_index import ffn_matmuls, index
 
 # GELU's outputs are never below -0.16997 (x * Phi(x) at x = -0.75; the tanh form alike): a
 # token's peak |x| after them is its largest value, which saves a pass of Abs
@@ -35,8 +35,6 @@ def matmuls(proto: onnx.ModelProto, which: str, hidden: int, intermediate: int) 
     """The MatMuls with a constant weight that `which` names ("ffn": the FFN's up- and
     down-projections, by weight shape; "all": every one). A fused Attention mixes tokens
     after its product, so it cannot take the scales back: never chosen."""
-    from .quantize import ffn_matmuls
-
     if which == "ffn":
         return ffn_matmuls(proto, hidden, intermediate)
     inits = index(proto.graph).initializers

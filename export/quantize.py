@@ -13,7 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from . import per_token, table4
-from .graph_index import index
+from .graph_index import ffn_matmuls, index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,14 +60,6 @@ NBITS8_FFN = Int8Recipe("per_channel+nbits8_ffn", per_channel=True, fp32_ffn=Tru
 FP32_FFN = Int8Recipe("per_channel+reduce_range+fp32_ffn", True, True, fp32_ffn=True,
                       int8_head=False)
 NBITS8 = {"bits": 8, "block_size": 32, "is_symmetric": True, "accuracy_level": 4}
-
-
-def ffn_matmuls(proto: onnx.ModelProto, hidden: int, intermediate: int) -> list[str]:
-    """Names of the FFN MatMuls (up- and down-projections), found by weight shape."""
-    shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
-    wanted = {(intermediate, hidden), (hidden, intermediate)}
-    return [n.name for n in proto.graph.node
-            if n.op_type == "MatMul" and len(n.input) > 1 and shapes.get(n.input[1]) in wanted]
 
 
 def _fresh(dst: Path) -> Path:

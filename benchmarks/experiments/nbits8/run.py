@@ -35,7 +35,7 @@ from benchmarks.experiments.outlier_split.run import (
 def variants(model: onnx.ModelProto, hidden: int, intermediate: int) -> dict[str, list[str]]:
     """Which MatMuls each file holds as MatMulNBits: none, the FFN down-projections, every
     FFN MatMul, every MatMul."""
-    from xlmr_serverless.export.quantize import ffn_matmuls
+    from xlmr_serverless.export.graph_index import ffn_matmuls
 
     inits = {i.name: tuple(i.dims) for i in model.graph.initializer}
     mms = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
