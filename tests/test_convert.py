@@ -57,6 +57,7 @@ def test_real_weights_int8_bundle(minilm, tmp_path):
     chosen = tried[m.files[1].recipe]
     assert "per_token" in chosen["recipe"] and "rejected" not in chosen
     assert chosen["fp32_matmuls"] == 0 and "sensitivity" not in gate
+    assert chosen["per_token_matmuls"] == 12  # every FFN MatMul int8 with a scale per token
     spread = gate["per_token"]["token_peak_over_median"]["ffn"]
     assert len(spread) == 12 and max(spread.values()) > 3
     assert "none of them calibrated on" in gate["calibration"]
