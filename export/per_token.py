@@ -67,7 +67,7 @@ def per_token_int8(proto: onnx.ModelProto, nodes: list[str], folder: Path, data:
     QuantizeLinear(x, s), int8 W) * s; the new int8 weights appended to `folder`/`data`.
     Padding is zeroed where the encoder starts (masked keys change no real token, but their
     values would set the scales of MatMuls left per-tensor), and the graph moves to opset
-    OPSET. Returns the rewritten graph (a new proto)."""
+    OPSET (a new proto where it was lower). Returns the rewritten graph."""
     from onnx import version_converter
 
     from .external import append_external, read_array
