@@ -85,7 +85,7 @@ def per_token_int8(proto: onnx.ModelProto, nodes: list[str], folder: Path, data:
                                                               "per_token.axes"),
                                       numpy_helper.from_array(np.array(1.0, np.float32),
                                                               "per_token.one")]
-    zero_points: dict[int, str] = {}  # zero point -> its [batch, seq, 1] tensor, made once
+    made: set[int] = set()  # zero points whose constants and [batch, seq, 1] tensor exist
     out: list[onnx.NodeProto] = []
     with open(folder / data, "wb") as weights:
         for n in graph.node:
@@ -93,15 +93,22 @@ def per_token_int8(proto: onnx.ModelProto, nodes: list[str], folder: Path, data:
                 out.append(n)
                 continue
             x, p = n.input[0], n.name
-            w = g.initializers[n.input[1]]
-            wq, w_scale = int8_columns(read_array(w, str(folder)).astype(np.float32))
-            after_gelu = x in g.producer and g.producer[x].op_type in GELU_OPS
-            zero = gelu_zero if after_gelu else SIGNED_ZERO
-            levels = 255 - zero
+            wq, w_scale = int8_columns(read_array(g.initializers[n.input[1]],
+                                                  str(folder)).astype(np.float32))
             q_w = numpy_helper.from_array(wq, p + "/w_int8")
             append_external(weights, q_w, wq.tobytes(), data)
-            consts += [q_w, numpy_helper.from_array(w_scale, p + "/w_scale"),
-                       numpy_helper.from_array(np.array(1 / levels, np.float32), p + "/per_level")]
+            consts += [q_w, numpy_helper.from_array(w_scale, p + "/w_scale")]
+            after_gelu = x in g.producer and g.producer[x].op_type in GELU_OPS
+            zero = gelu_zero if after_gelu else SIGNED_ZERO
+            z = f"per_token.zero{zero}"  # the constants every MatMul of this zero point reads
+            if zero not in made:
+                consts += [numpy_helper.from_array(np.array(zero, np.uint8), z),
+                           numpy_helper.from_array(np.array([zero], np.uint8), z + ".1d"),
+                           numpy_helper.from_array(np.array(1 / (255 - zero), np.float32),
+                                                   z + ".per_level")]
+                if after_gelu:
+                    consts.append(numpy_helper.from_array(
+                        np.array(GELU_FLOOR / zero, np.float32), z + ".floor"))
             if after_gelu:
                 peak_of = x
             else:
@@ -113,28 +120,23 @@ def per_token_int8(proto: onnx.ModelProto, nodes: list[str], folder: Path, data:
             scale = p + ("/scale0" if after_gelu else "/scale")
             out += [helper.make_node("ReduceMax", [peak_of, "per_token.axes"], [p + "/peak"],
                                      keepdims=1, name=p + "/TokenPeak"),
-                    helper.make_node("Mul", [p + "/peak", p + "/per_level"], [scale],
+                    helper.make_node("Mul", [p + "/peak", z + ".per_level"], [scale],
                                      name=p + "/PerLevel")]
             if after_gelu:
-                consts.append(numpy_helper.from_array(np.array(GELU_FLOOR / zero, np.float32),
-                                                      p + "/floor"))
-                out.append(helper.make_node("Max", [scale, p + "/floor"], [p + "/scale"],
+                out.append(helper.make_node("Max", [scale, z + ".floor"], [p + "/scale"],
                                             name=p + "/Floor"))
-            if zero not in zero_points:  # the same [batch, seq, 1] shape for every MatMul
-                consts.append(numpy_helper.from_array(np.array([zero], np.uint8),
-                                                      f"per_token.zero{zero}"))
-                zero_points[zero] = f"per_token.zero{zero}.rows"
+            if zero not in made:  # the same [batch, seq, 1] shape for every MatMul
+                made.add(zero)
                 out += [helper.make_node("Shape", [p + "/scale"], [p + "/rows"],
                                          name=p + "/Rows"),
-                        helper.make_node("Expand", [f"per_token.zero{zero}", p + "/rows"],
-                                         [zero_points[zero]], name=f"per_token/Zero{zero}")]
-            consts.append(numpy_helper.from_array(np.array(zero, np.uint8), p + "/zero"))
-            out += [helper.make_node("QuantizeLinear", [x, p + "/scale", zero_points[zero]],
+                        helper.make_node("Expand", [z + ".1d", p + "/rows"], [z + ".rows"],
+                                         name=f"per_token/Zero{zero}")]
+            out += [helper.make_node("QuantizeLinear", [x, p + "/scale", z + ".rows"],
                                      [p + "/x_uint8"], axis=-1, block_size=int(wq.shape[0]),
                                      name=p + "/QuantizePerToken"),
                     helper.make_node("MatMulIntegerToFloat",
                                      [p + "/x_uint8", p + "/w_int8", "per_token.one",
-                                      p + "/w_scale", p + "/zero"], [p + "/y"],
+                                      p + "/w_scale", z], [p + "/y"],
                                      name=p + "/MatMulInteger", domain="com.microsoft"),
                     helper.make_node("Mul", [p + "/y", p + "/scale"], [n.output[0]],
                                      name=p + "/Rescale")]
